@@ -1,0 +1,166 @@
+"""The artifact contract: the one place that says what an edgecpm artifact is.
+
+The exporter writes it, the runtime (and the Android demo) read it. Documented in docs/artifact.md.
+
+An artifact is a folder:
+    edgecpm.json        the manifest (this module's `Manifest`)
+    model.onnx          graph, weights stored externally
+    model.onnx.data     weights
+    tokenizer.json      tokenizers BPE/Unigram (+ tokenizer_config.json with a classic class name)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgecpm.errors import UserError
+
+FORMAT = "edgecpm"
+FORMAT_VERSION = 1
+MANIFEST = "edgecpm.json"
+MODEL_FILE = "model.onnx"
+WEIGHTS_FILE = "model.onnx.data"
+CUSTOM_DOMAIN = "ai.edgecpm"
+
+# Graph I/O names. `ctx` in a shape is the context length the runtime allocates.
+INPUT_IDS = "input_ids"  # [1, S] int64
+SEQLENS_K = "seqlens_k"  # [1] int32: total tokens after this step - 1 (GroupQueryAttention)
+TOTAL_SEQ_LEN = "total_sequence_length"  # [] int32: total tokens after this step
+LOGITS_INDICES = "logits_indices"  # [n] int64: positions of this step that reach the lm_head
+LOGITS = "logits"  # [1, n, vocab] float32
+
+STATE_KINDS = ("kv", "conv", "recurrent")
+DTYPES = {"float32": 4, "float16": 2}
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One state tensor: fed as `input`, returned as `output`.
+
+    kind "kv": shape [1, kv_heads, "ctx", head_dim]; past and present share one buffer
+    (GroupQueryAttention's shared-buffer mode), so the runtime binds one array to both names.
+    kind "conv" / "recurrent": fixed shape; the runtime ping-pongs two buffers.
+    """
+
+    input: str
+    output: str
+    kind: str
+    layer: int
+    shape: tuple
+    dtype: str = "float32"
+
+    def dims(self, ctx: int) -> tuple[int, ...]:
+        """Concrete shape for a context length."""
+        return tuple(ctx if d == "ctx" else int(d) for d in self.shape)
+
+    def nbytes(self, ctx: int) -> int:
+        n = DTYPES[self.dtype]
+        for d in self.dims(ctx):
+            n *= d
+        return n
+
+    @property
+    def per_token(self) -> bool:
+        return "ctx" in self.shape
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """The recipe the weights were written with; loading needs no flags."""
+
+    bits: int = 4
+    group_size: int = 32
+    symmetric: bool = True
+    lm_head_bits: int = 8
+    embed_bits: int = 16
+    accuracy_level: int = 4
+    overrides: dict = field(default_factory=dict)  # tensor-name prefix -> bits
+
+
+@dataclass
+class Manifest:
+    """edgecpm.json, as a dataclass. Unknown keys are refused on load."""
+
+    architecture: str
+    layer_types: list[str]
+    context_length: int
+    vocab_size: int
+    hidden_size: int
+    state: list[StateSpec]
+    quantization: Quantization
+    tokenizer: dict  # {"files": [...], "bos_token_id", "eos_token_ids", "add_bos_token"}
+    chat_template: str | None
+    source: dict  # {"kind": "hf"|"gguf", "path", "sha256"}
+    files: dict = field(default_factory=dict)  # name -> {"sha256", "bytes"}
+    weights_bytes: int = 0
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    exporter: str = ""
+    inputs: list[str] = field(default_factory=lambda: [INPUT_IDS, SEQLENS_K, TOTAL_SEQ_LEN, LOGITS_INDICES])
+    outputs: list[str] = field(default_factory=lambda: [LOGITS])
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False)
+
+    def state_bytes(self, ctx: int) -> tuple[int, int]:
+        """(fixed bytes, bytes per context token) of all state tensors."""
+        fixed = sum(s.nbytes(ctx) for s in self.state if not s.per_token)
+        per_tok = sum(s.nbytes(1) for s in self.state if s.per_token)
+        return fixed, per_tok
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_manifest(folder: Path | str, verify: bool = True) -> Manifest:
+    """Read and check an artifact's manifest; raise UserError with the reason and the fix."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise UserError(f"artifact folder {folder} does not exist; export one with `edgecpm export SOURCE -o {folder}`")
+    if not path.is_file():
+        raise UserError(f"{folder} is not an edgecpm artifact (no {MANIFEST}); re-export it with `edgecpm export`")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e.msg}); re-export the artifact") from None
+    if raw.get("format") != FORMAT:
+        raise UserError(f"{path} is not an edgecpm manifest; re-export the artifact")
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise UserError(
+            f"artifact format version {version} is not supported by this edgecpm (it reads version "
+            f"{FORMAT_VERSION}); re-export it with this edgecpm's `edgecpm export`"
+        )
+    try:
+        raw["state"] = [StateSpec(**{**s, "shape": tuple(s["shape"])}) for s in raw["state"]]
+        raw["quantization"] = Quantization(**raw["quantization"])
+        manifest = Manifest(**raw)
+    except (TypeError, KeyError) as e:
+        raise UserError(f"{path} does not follow format version {FORMAT_VERSION} ({e}); re-export the artifact") from None
+    for spec in manifest.state:
+        if spec.kind not in STATE_KINDS:
+            raise UserError(f"state {spec.input} has kind {spec.kind!r}; this edgecpm runs {STATE_KINDS}")
+    check_files(folder, manifest, hashes=verify)
+    return manifest
+
+
+def check_files(folder: Path, manifest: Manifest, hashes: bool = True) -> None:
+    """Every file the manifest lists exists with its size and (optionally) its sha256."""
+    for name, meta in manifest.files.items():
+        p = folder / name
+        if not p.is_file():
+            raise UserError(f"artifact file {p} is missing; re-export the artifact")
+        if p.stat().st_size != meta["bytes"]:
+            raise UserError(f"artifact file {p} has the wrong size (corrupted or truncated); re-export the artifact")
+        if hashes and sha256_file(p) != meta["sha256"]:
+            raise UserError(f"artifact file {p} fails its sha256 check (corrupted); re-export the artifact")

@@ -1,0 +1,124 @@
+"""`edgecpm export`: checkpoint (HF folder or GGUF) -> artifact folder (see edgecpm.contract)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from edgecpm import __version__
+from edgecpm.contract import MANIFEST, MODEL_FILE, Manifest, Quantization, sha256_file
+from edgecpm.defaults import default_gguf
+from edgecpm.errors import UserError
+
+MAX_DEFAULT_CONTEXT = 32768  # rotary caches are sized to the context; real configs say up to 262144
+
+
+def recipe(q_bits: int, q_group_size: int, q_symmetric: bool, lm_head_bits: int | None,
+           embed_bits: int | None) -> Quantization:
+    """The quantization recipe from the CLI flags, checked."""
+    from edgecpm.export.quant import check_recipe
+
+    for flag, b in (("--q-bits", q_bits), ("--lm-head-bits", lm_head_bits), ("--embed-bits", embed_bits)):
+        if b is not None and b not in (4, 8, 16, 32):
+            raise UserError(f"{flag} {b} is not supported; use 4, 8, 16 (fp16) or 32 (fp32)")
+    if q_bits in (4, 8):
+        check_recipe(q_bits, q_group_size)
+    lm = lm_head_bits or (8 if q_bits == 4 else q_bits)
+    emb = embed_bits or (8 if q_bits in (4, 8) else q_bits)
+    return Quantization(bits=q_bits, group_size=q_group_size, symmetric=q_symmetric, lm_head_bits=lm, embed_bits=emb)
+
+
+def export(source: str | None = None, output: str | None = None, q_bits: int = 4, q_group_size: int = 32,
+           q_symmetric: bool = True, lm_head_bits: int | None = None, embed_bits: int | None = None,
+           context_length: int | None = None, quiet: bool = False) -> Path:
+    """Export SOURCE (HF folder or .gguf; default: the embedded SmolLM2) to the artifact folder OUTPUT.
+
+    Builds into a temporary sibling folder and renames it into place at the end, so an interrupted
+    export never leaves a folder that loads.
+    """
+    from edgecpm.export.checkpoint import open_source
+    from edgecpm.export.models import get_architecture
+
+    q = recipe(q_bits, q_group_size, q_symmetric, lm_head_bits, embed_bits)
+    src = open_source(source or default_gguf())
+    arch = get_architecture(src.config.get("model_type"))
+    args = arch.model_args(src.config)
+    out = Path(output or f"models/{Path(src.path).stem}-q{q_bits}").absolute()
+    if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not an edgecpm artifact; pick another -o/--output")
+    ctx = min(context_length or args.max_position_embeddings, context_length or MAX_DEFAULT_CONTEXT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    t0 = time.perf_counter()
+    try:
+        manifest = _write(src, arch, args, q, ctx, tmp, quiet)
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not quiet:
+        size = sum(m["bytes"] for m in manifest.files.values())
+        print(f"exported {args.model_type} ({q.bits}-bit, group {q.group_size}) to {out}: "
+              f"{size / 2**20:.1f} MiB in {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+def _write(src, arch, args, q: Quantization, ctx: int, tmp: Path, quiet: bool) -> Manifest:
+    from rich.progress import Progress
+
+    from edgecpm.export.blocks import Ctx
+    from edgecpm.export.checkpoint import Weights
+    from edgecpm.export.graph import GraphBuilder
+
+    g = GraphBuilder(tmp)
+    c = Ctx(g=g, w=Weights(src, arch.sanitize, args), q=q, ctx_len=ctx)
+    with Progress(disable=quiet, transient=True) as bar:
+        task = bar.add_task(f"exporting {args.model_type}", total=args.num_hidden_layers)
+        arch.build(c, args, progress=lambda: bar.advance(task))
+    g.finish(tmp / MODEL_FILE, __version__)
+    tok = _tokenizer(src, tmp)
+    manifest = Manifest(
+        architecture=args.model_type, layer_types=args.layer_types, context_length=ctx,
+        vocab_size=args.vocab_size, hidden_size=args.hidden_size, state=c.states, quantization=q,
+        tokenizer=tok, chat_template=tok.pop("chat_template", None),
+        source={"kind": src.kind, "path": str(Path(src.path).absolute()), "sha256": src.sha256()},
+        weights_bytes=g.weights_bytes, exporter=f"edgecpm {__version__}",
+    )
+    manifest.files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                      for p in sorted(tmp.iterdir()) if p.is_file()}
+    (tmp / MANIFEST).write_text(manifest.to_json())
+    return manifest
+
+
+def _tokenizer(src, tmp: Path) -> dict:
+    """Write the tokenizer files; return the manifest's tokenizer section (+ chat_template)."""
+    import json
+
+    from edgecpm.export.tokenizer import copy_hf_tokenizer, write_gguf_tokenizer
+
+    cfg = src.config
+    if src.kind == "gguf":
+        tmpl = src.meta.get("tokenizer.chat_template")
+        write_gguf_tokenizer(src.reader, tmp, tmpl, cfg.get("bos_token_id"), cfg.get("eos_token_id"))
+    else:
+        copy_hf_tokenizer(src.path, tmp)
+    tc = json.loads((tmp / "tokenizer_config.json").read_text())
+    gen = json.loads((tmp / "generation_config.json").read_text()) if (tmp / "generation_config.json").is_file() else {}
+    eos = gen.get("eos_token_id", cfg.get("eos_token_id"))
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    files = [n for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json") if (tmp / n).is_file()]
+    return {"files": files, "bos_token_id": cfg.get("bos_token_id"), "eos_token_ids": eos,
+            "add_bos_token": bool(tc.get("add_bos_token", False)), "chat_template": tc.get("chat_template")}
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move the finished artifact into place; an older artifact there is swapped out, then removed."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)

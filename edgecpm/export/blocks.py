@@ -1,0 +1,164 @@
+"""Graph blocks every architecture shares: norms, (quantized) linear layers, embedding, rotary caches,
+GroupQueryAttention with a shared KV buffer, SwiGLU MLP.
+
+Activations are fp32 [1, S, hidden] throughout (S = tokens in this step).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from onnx import TensorProto
+
+from edgecpm.contract import Quantization, StateSpec
+from edgecpm.export.graph import MS, GraphBuilder
+from edgecpm.export.quant import quantize
+
+F32, I64, I32 = TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT32
+
+
+@dataclass
+class Ctx:
+    """What a layer builder needs: the graph, the weights, the recipe and the shared graph inputs."""
+
+    g: GraphBuilder
+    w: object  # export.checkpoint.Weights: w[name] -> fp32 array
+    q: Quantization
+    ctx_len: int
+    seqlens_k: str = ""
+    total_len: str = ""
+    cos: str = ""
+    sin: str = ""
+    states: list[StateSpec] = field(default_factory=list)
+
+    def bits_for(self, name: str) -> int:
+        """Weight bits for a tensor: per-layer override (longest prefix) or the recipe's."""
+        hits = [p for p in self.q.overrides if name.startswith(p)]
+        return int(self.q.overrides[max(hits, key=len)]) if hits else self.q.bits
+
+
+def linear(c: Ctx, x: str, w: np.ndarray, name: str, bits: int | None = None, bias: np.ndarray | None = None) -> str:
+    """y = x @ w.T (+ bias). w: [N, K]. int4/int8 -> MatMulNBits; 16 -> fp16 storage; 32 -> fp32."""
+    g, bits = c.g, bits or c.bits_for(name)
+    N, K = w.shape
+    if bits in (4, 8):
+        qw = quantize(w, bits, c.q.group_size, c.q.symmetric)
+        ins = [g.init(f"{name}.qweight", qw.B), g.init(f"{name}.scales", qw.scales)]
+        ins.append(g.init(f"{name}.qzeros", qw.zero_points) if qw.zero_points is not None else "")
+        if bias is not None:
+            ins += ["", g.init(f"{name}.bias", bias.astype(np.float32))]
+        while ins[-1] == "":
+            ins.pop()
+        return g.op("MatMulNBits", x, *ins, name=name, domain=MS, K=K, N=N, bits=bits,
+                    block_size=c.q.group_size, accuracy_level=c.q.accuracy_level)
+    wt = np.ascontiguousarray(w.T)  # [K, N]
+    if bits == 16:
+        wt = g.op("Cast", g.init(f"{name}.weight_fp16", wt.astype(np.float16)), to=F32)
+    else:
+        wt = g.init(f"{name}.weight", wt.astype(np.float32))
+    y = g.op("MatMul", x, wt, name=name)
+    return g.op("Add", y, g.init(f"{name}.bias", bias.astype(np.float32))) if bias is not None else y
+
+
+def rms_norm(c: Ctx, x: str, weight: np.ndarray, eps: float, name: str) -> str:
+    return c.g.op("SimplifiedLayerNormalization", x, c.g.init(f"{name}.weight", weight.astype(np.float32)),
+                  name=name, axis=-1, epsilon=eps, stash_type=1)
+
+
+def add_rms_norm(c: Ctx, x: str, residual: str | None, weight: np.ndarray, eps: float, name: str):
+    """(norm(x + residual), x + residual); the first layer has no residual yet."""
+    if residual is None:
+        return rms_norm(c, x, weight, eps, name), x
+    out, _, _, total = c.g.node("SkipSimplifiedLayerNormalization",
+                                [x, residual, c.g.init(f"{name}.weight", weight.astype(np.float32))], 4, name,
+                                domain=MS, epsilon=eps)
+    return out, total
+
+
+def embedding(c: Ctx, ids: str, table: np.ndarray, bits: int, name: str = "model.embed_tokens") -> str:
+    """ids [1, S] -> [1, S, hidden]. 4/8 bits -> GatherBlockQuantized (symmetric blocks)."""
+    g = c.g
+    if bits in (4, 8) and table.shape[1] % c.q.group_size == 0:
+        qw = quantize(table, bits, c.q.group_size, symmetric=True)
+        data = qw.B.reshape(qw.N, -1)  # [V, hidden * bits / 8]
+        return g.op("GatherBlockQuantized", g.init(f"{name}.qweight", data), ids,
+                    g.init(f"{name}.scales", qw.scales), name=name, domain=MS,
+                    bits=bits, block_size=c.q.group_size, gather_axis=0, quantize_axis=1)
+    dtype = np.float16 if bits in (4, 8, 16) else np.float32
+    t = g.init(f"{name}.weight", table.astype(dtype))
+    out = g.op("Gather", t, ids, name=name, axis=0)
+    return g.op("Cast", out, to=F32) if dtype == np.float16 else out
+
+
+def inv_freq(cfg: dict, rot_dim: int) -> np.ndarray:
+    """Rotary inverse frequencies [rot_dim/2], with llama3 / linear scaling from the HF config."""
+    rp = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    theta = float(rp.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    inv = 1.0 / theta ** (np.arange(0, rot_dim, 2, dtype=np.float64) / rot_dim)
+    kind = rp.get("rope_type", rp.get("type", "default"))
+    if kind == "linear":
+        inv = inv / float(rp["factor"])
+    elif kind == "llama3":
+        factor, lo, hi = float(rp["factor"]), float(rp["low_freq_factor"]), float(rp["high_freq_factor"])
+        old = float(rp["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv
+        smooth = (old / wavelen - lo) / (hi - lo)
+        scaled = np.where(wavelen > old / lo, inv / factor, inv)
+        mid = (wavelen <= old / lo) & (wavelen >= old / hi)
+        inv = np.where(mid, (1 - smooth) * inv / factor + smooth * inv, scaled)
+    elif kind not in ("default", None):
+        raise NotImplementedError(f"rope type {kind!r}")
+    return inv
+
+
+def rotary_caches(c: Ctx, cfg: dict, rot_dim: int) -> None:
+    """cos/sin caches [ctx, rot_dim/2] shared by all attention layers."""
+    freqs = np.outer(np.arange(c.ctx_len, dtype=np.float64), inv_freq(cfg, rot_dim))  # [ctx, rot/2]
+    c.cos = c.g.init("rotary.cos_cache", np.cos(freqs).astype(np.float32))
+    c.sin = c.g.init("rotary.sin_cache", np.sin(freqs).astype(np.float32))
+
+
+def head_norm(c: Ctx, x: str, weight: np.ndarray, heads: int, head_dim: int, eps: float, name: str) -> str:
+    """Per-head RMSNorm: [1, S, heads*hd] -> [1, S, heads, hd] -> norm -> [1, S, heads*hd]."""
+    g = c.g
+    y = g.op("Reshape", x, g.const("shape_heads", [0, 0, heads, head_dim]))  # [1, S, heads, hd]
+    y = rms_norm(c, y, weight, eps, name)
+    return g.op("Reshape", y, g.const("shape_flat", [0, 0, heads * head_dim]))  # [1, S, heads*hd]
+
+
+@dataclass
+class AttnShape:
+    heads: int
+    kv_heads: int
+    head_dim: int
+    scale: float = 0.0  # 0 -> 1/sqrt(head_dim)
+    qk_norm_eps: float = 0.0  # > 0: per-head q/k RMSNorm (Qwen3)
+
+
+def gqa(c: Ctx, layer: int, q: str, k: str, v: str, a: AttnShape, name: str) -> str:
+    """GroupQueryAttention over a shared KV buffer [1, kv_heads, ctx, hd]; q/k/v [1, S, *]."""
+    past_k, past_v = f"past_key_values.{layer}.key", f"past_key_values.{layer}.value"
+    pres_k, pres_v = f"present.{layer}.key", f"present.{layer}.value"
+    shape = ["batch", a.kv_heads, "ctx", a.head_dim]
+    for i, o in ((past_k, pres_k), (past_v, pres_v)):
+        c.g.input(i, F32, shape)
+        c.states.append(StateSpec(i, o, "kv", layer, (1, a.kv_heads, "ctx", a.head_dim)))
+    attrs = {"num_heads": a.heads, "kv_num_heads": a.kv_heads, "do_rotary": 1}
+    if a.scale:
+        attrs["scale"] = a.scale
+    out, pk, pv = c.g.node("GroupQueryAttention", [q, k, v, past_k, past_v, c.seqlens_k, c.total_len,
+                                                   c.cos, c.sin], 3, name, domain=MS, **attrs)
+    c.g.output(pk, pres_k, F32, shape)
+    c.g.output(pv, pres_v, F32, shape)
+    return out
+
+
+def swiglu_mlp(c: Ctx, x: str, gate: np.ndarray, up: np.ndarray, down: np.ndarray, prefix: str) -> str:
+    """down(silu(gate x) * up x), gate and up fused into one matmul."""
+    g = c.g
+    gu = linear(c, x, np.concatenate([gate, up]), f"{prefix}.gate_up_proj")  # [1, S, 2I]
+    a, b = g.node("Split", [gu, g.const("split_mlp", [gate.shape[0], up.shape[0]])], 2, f"{prefix}.split", axis=-1)
+    act = g.op("Mul", a, g.op("Sigmoid", a))  # silu
+    return linear(c, g.op("Mul", act, b), down, f"{prefix}.down_proj")

@@ -1,0 +1,111 @@
+"""Checkpoint sources: a local HF folder (config.json + safetensors) or a GGUF file.
+
+Both give an HF-style config dict and load tensors one at a time by HF name, as fp32 numpy arrays.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgecpm.contract import sha256_file
+from edgecpm.errors import UserError
+
+
+class HFSource:
+    """A local HF folder; tensors are read lazily from (possibly sharded) safetensors."""
+
+    kind = "hf"
+
+    def __init__(self, folder: Path):
+        from safetensors import safe_open
+
+        self.path = folder
+        try:
+            self.config = json.loads((folder / "config.json").read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"{folder}/config.json is not valid JSON ({e.msg}); re-download the checkpoint") from None
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise UserError(f"{folder} has config.json but no *.safetensors weights; download the weights too")
+        self._where: dict[str, object] = {}
+        self._files = files
+        for f in files:
+            try:
+                handle = safe_open(str(f), framework="numpy")
+            except Exception as e:  # safetensors raises its own error types for a truncated header
+                raise UserError(f"{f} is not a readable safetensors file ({e}); re-download it") from None
+            for k in handle.keys():
+                self._where[k] = handle
+        index = folder / "model.safetensors.index.json"
+        if index.is_file():
+            missing = set(json.loads(index.read_text())["weight_map"]) - set(self._where)
+            if missing:
+                raise UserError(f"{folder} lacks {len(missing)} tensors its index lists (e.g. {min(missing)}); "
+                                "a shard is missing, re-download the checkpoint")
+
+    def names(self) -> set[str]:
+        return set(self._where)
+
+    def get(self, name: str) -> np.ndarray:
+        try:
+            return np.asarray(self._where[name].get_tensor(name), dtype=np.float32)
+        except Exception as e:  # a shard cut short fails here, not at open
+            raise UserError(f"cannot read tensor {name} from {self.path} ({e}); re-download the checkpoint") from None
+
+    def sha256(self) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for f in [self.path / "config.json", *self._files]:
+            h.update(sha256_file(f).encode())
+        return h.hexdigest()
+
+    def tokenizer_folder(self) -> Path:
+        return self.path
+
+
+def open_source(source: Path | str):
+    """Open SOURCE (HF folder or .gguf file) or raise a UserError that says what SOURCE must be."""
+    p = Path(source)
+    if not p.exists():
+        raise UserError(f"checkpoint {p} does not exist; pass a local HF folder (config.json + *.safetensors) "
+                        "or a .gguf file")
+    if p.is_file():
+        with open(p, "rb") as f:
+            magic = f.read(4)
+        if magic != b"GGUF":
+            raise UserError(f"{p} is not a GGUF file (bad magic); pass a .gguf file or an HF folder")
+        from edgecpm.export.gguf_source import GGUFSource
+
+        return GGUFSource(p)
+    if not (p / "config.json").is_file():
+        raise UserError(f"{p} is not an HF checkpoint (no config.json); pass a folder with config.json "
+                        "and *.safetensors, or a .gguf file")
+    return HFSource(p)
+
+
+class Weights:
+    """fp32 tensors by HF name, passed through the architecture's sanitize(name, array, args).
+
+    A missing lm_head.weight falls back to the embedding (tied weights); sanitize still sees the
+    name "lm_head.weight" so it can apply head-only scaling.
+    """
+
+    def __init__(self, source, sanitize, args):
+        self.source, self.sanitize, self.args = source, sanitize, args
+        self._names = source.names()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._names
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        raw = name
+        if name == "lm_head.weight" and name not in self._names:
+            raw = self.args.embed_name
+        if raw not in self._names:
+            raise UserError(f"checkpoint {self.source.path} lacks tensor {raw}; it is incomplete or not a "
+                            f"{self.args.model_type} checkpoint")
+        return self.sanitize(name, self.source.get(raw), self.args, self.source.kind)

@@ -1,0 +1,103 @@
+"""The decoder skeleton shared by every architecture: embedding -> layers -> norm -> lm_head.
+
+An architecture module supplies `LAYERS` (layer type -> mixer builder) and optionally `mlp`; the
+skeleton wires residuals through SkipSimplifiedLayerNormalization and keeps only the positions in
+`logits_indices` for the lm_head (a 250k vocabulary makes full-sequence logits as costly as the model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from onnx import TensorProto
+
+from edgecpm.contract import INPUT_IDS, LOGITS, LOGITS_INDICES, SEQLENS_K, TOTAL_SEQ_LEN
+from edgecpm.errors import UserError
+from edgecpm.export.blocks import F32, I32, I64, Ctx, add_rms_norm, embedding, linear, swiglu_mlp
+
+
+@dataclass
+class Args:
+    """Architecture hyper-parameters read from an HF config (the names stay HF's where they exist)."""
+
+    model_type: str
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    rms_norm_eps: float
+    layer_types: list[str]
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    cfg: dict = field(repr=False, default_factory=dict)  # the whole HF config
+    embed_name: str = "model.embed_tokens.weight"
+    prefix: str = "model"  # where the decoder's tensors live in the checkpoint
+    extra: dict = field(default_factory=dict)  # architecture-specific values
+
+    @classmethod
+    def from_config(cls, cfg: dict, default_layer: str = "full_attention", **extra) -> Args:
+        try:
+            heads = int(cfg["num_attention_heads"])
+            hidden = int(cfg["hidden_size"])
+            layers = int(cfg["num_hidden_layers"])
+            return cls(
+                model_type=cfg["model_type"], hidden_size=hidden, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
+                head_dim=int(cfg.get("head_dim") or hidden // heads),
+                intermediate_size=int(cfg.get("intermediate_size") or 0), vocab_size=int(cfg["vocab_size"]),
+                rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+                layer_types=list(cfg.get("layer_types") or [default_layer] * layers),
+                max_position_embeddings=int(cfg.get("max_position_embeddings", 4096)),
+                tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)), cfg=cfg, extra=extra,
+            )
+        except KeyError as e:
+            raise UserError(f"config.json lacks {e.args[0]!r}; it is not a complete {cfg.get('model_type')} config") from None
+
+
+def check_layer_types(args: Args, known) -> None:
+    unknown = sorted(set(args.layer_types) - set(known))
+    if unknown:
+        raise UserError(f"{args.model_type}: layer type {unknown[0]!r} is not supported; "
+                        f"supported layer types: {', '.join(sorted(known))}")
+
+
+def graph_inputs(c: Ctx) -> tuple[str, str]:
+    """Declare the contract's step inputs; returns (input_ids, logits_indices)."""
+    g = c.g
+    ids = g.input(INPUT_IDS, I64, ["batch", "S"])
+    c.seqlens_k = g.input(SEQLENS_K, I32, ["batch"])
+    c.total_len = g.input(TOTAL_SEQ_LEN, I32, [])
+    return ids, g.input(LOGITS_INDICES, I64, ["n"])
+
+
+def default_mlp(c: Ctx, a: Args, i: int, x: str) -> str:
+    p = f"{a.prefix}.layers.{i}.mlp"
+    return swiglu_mlp(c, x, c.w[f"{p}.gate_proj.weight"], c.w[f"{p}.up_proj.weight"],
+                      c.w[f"{p}.down_proj.weight"], p)
+
+
+def build(c: Ctx, a: Args, layers: dict, mlp=default_mlp, norms=("input_layernorm", "post_attention_layernorm"),
+          progress=None) -> None:
+    """embedding -> [norm -> mixer -> norm -> mlp] * L -> norm -> gather(logits_indices) -> lm_head."""
+    g, w, p = c.g, c.w, a.prefix
+    ids, idx = graph_inputs(c)
+    x = embedding(c, ids, w[a.embed_name], c.q.embed_bits)  # [1, S, hidden]
+    residual = None
+    for i, kind in enumerate(a.layer_types):
+        lp = f"{p}.layers.{i}"
+        n, residual = add_rms_norm(c, x, residual, w[f"{lp}.{norms[0]}.weight"], a.rms_norm_eps, f"{lp}.{norms[0]}")
+        x = layers[kind](c, a, i, n)
+        n, residual = add_rms_norm(c, x, residual, w[f"{lp}.{norms[1]}.weight"], a.rms_norm_eps, f"{lp}.{norms[1]}")
+        x = mlp(c, a, i, n)
+        if progress:
+            progress()
+    n, _ = add_rms_norm(c, x, residual, w[f"{p}.norm.weight"], a.rms_norm_eps, f"{p}.norm")
+    n = g.op("Gather", n, idx, name="logits_positions", axis=1)  # [1, n, hidden]
+    logits = linear(c, n, w["lm_head.weight"], "lm_head", bits=c.q.lm_head_bits)  # [1, n, vocab]
+    g.output(logits, LOGITS, TensorProto.FLOAT, ["batch", "n", a.vocab_size])
+
+
+__all__ = ["Args", "build", "check_layer_types", "default_mlp", "graph_inputs", "F32"]

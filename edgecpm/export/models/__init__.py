@@ -1,0 +1,25 @@
+"""Architecture registry: HF `model_type` -> module (one file each, named after the model_type).
+
+Each module provides:
+    model_args(cfg: dict) -> decoder.Args
+    sanitize(name, array, args, source_kind) -> array   # all checkpoint surgery, per tensor
+    build(c: blocks.Ctx, args, progress) -> None        # writes the graph
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from edgecpm.errors import UserError
+
+ARCHITECTURES = {
+    "llama": "edgecpm.export.models.llama",
+    "qwen3": "edgecpm.export.models.qwen3",
+    "minicpm": "edgecpm.export.models.minicpm",
+}
+
+
+def get_architecture(model_type: str | None):
+    if model_type not in ARCHITECTURES:
+        raise UserError(f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(ARCHITECTURES))}")
+    return importlib.import_module(ARCHITECTURES[model_type])

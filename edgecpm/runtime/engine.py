@@ -1,0 +1,128 @@
+"""The engine: one onnxruntime session over an artifact, its state buffers, and `step()`.
+
+It never looks at the model type: everything it needs comes from the manifest.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgecpm.contract import (
+    INPUT_IDS,
+    LOGITS,
+    LOGITS_INDICES,
+    MODEL_FILE,
+    SEQLENS_K,
+    TOTAL_SEQ_LEN,
+    Manifest,
+    load_manifest,
+)
+from edgecpm.errors import UserError
+from edgecpm.runtime.state import State
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider", "xnnpack": "XnnpackExecutionProvider", "nnapi": "NnapiExecutionProvider",
+    "coreml": "CoreMLExecutionProvider", "qnn": "QNNExecutionProvider", "cuda": "CUDAExecutionProvider",
+}
+DEFAULT_CONTEXT = 4096
+
+
+def resolve_providers(requested: list[str] | None, log=print) -> list[str]:
+    """Map short names to ORT providers; drop (with a printed reason) the ones this onnxruntime lacks."""
+    available = ort.get_available_providers()
+    out = []
+    for name in requested or ["cpu"]:
+        full = PROVIDERS.get(name.lower(), name)
+        if full in available:
+            out.append(full)
+        else:
+            log(f"execution provider {name} is not available in this onnxruntime; falling back to CPU")
+    if "CPUExecutionProvider" not in out:
+        out.append("CPUExecutionProvider")
+    return out
+
+
+class Engine:
+    """Loads an artifact and runs steps of tokens through it, keeping the state in place."""
+
+    def __init__(self, artifact: str | Path, context: int | None = None, providers: list[str] | None = None,
+                 threads: int | None = None, verify: bool = True, log=None):
+        self.folder = Path(artifact)
+        self.log = log or (lambda m: print(m, file=sys.stderr))
+        self.manifest: Manifest = load_manifest(self.folder, verify=verify)
+        m = self.manifest
+        self.ctx = min(context or min(m.context_length, DEFAULT_CONTEXT), m.context_length)
+        self.session = self._open(resolve_providers(providers, self.log), threads)
+        self.providers = self.session.get_providers()
+        self.state = State(m.state, self.ctx)
+        self.io = self.session.io_binding()
+        self.io.bind_output(LOGITS, "cpu")  # bound first: get_outputs()[0] is the logits
+        self.state.bind_kv(self.io)
+
+    def _open(self, providers: list[str], threads: int | None) -> ort.InferenceSession:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        path = str(self.folder / MODEL_FILE)
+        try:
+            return ort.InferenceSession(path, so, providers=providers)
+        except Exception as e:  # a provider may refuse the model: retry on CPU, say why
+            if providers == ["CPUExecutionProvider"]:
+                raise UserError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
+            self.log(f"{providers[0]} refused the model ({str(e).splitlines()[0]}); falling back to CPU")
+            return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+    @property
+    def vocab_size(self) -> int:
+        return self.manifest.vocab_size
+
+    def step(self, tokens, logits_at: list[int] | None = None) -> np.ndarray:
+        """Feed `tokens` after the current state; return logits [n, vocab] at positions `logits_at`
+        of this step (default: the last one)."""
+        st = self.state
+        ids = np.asarray(tokens, np.int64).reshape(1, -1)  # [1, S]
+        S = ids.shape[1]
+        total = st.pos + S
+        if total > self.ctx:
+            raise UserError(f"{total} tokens exceed the context of {self.ctx}; start a new chat (/reset) "
+                            "or load with a larger --context")
+        idx = np.asarray([S - 1] if logits_at is None else logits_at, np.int64)  # [n]
+        io = self.io
+        io.bind_cpu_input(INPUT_IDS, ids)
+        io.bind_cpu_input(SEQLENS_K, np.array([total - 1], np.int32))  # [1]
+        io.bind_cpu_input(TOTAL_SEQ_LEN, np.array(total, np.int32))  # []
+        io.bind_cpu_input(LOGITS_INDICES, idx)
+        io.bind_output(LOGITS, "cpu")  # [1, n, vocab]: n varies, so ORT allocates it anew
+        st.bind_fixed(io)
+        self.session.run_with_iobinding(io)
+        st.advance(ids[0])
+        return io.get_outputs()[0].numpy()[0]  # [n, vocab]
+
+    def prefill(self, tokens, chunk: int = 512) -> np.ndarray:
+        """Feed tokens in chunks; return the logits [vocab] after the last one."""
+        tokens = list(tokens)
+        if not tokens:
+            raise ValueError("prefill needs at least one token")
+        if self.state.pos + len(tokens) > self.ctx:
+            raise UserError(f"the prompt ({self.state.pos + len(tokens)} tokens) exceeds the context of "
+                            f"{self.ctx}; shorten it or load with a larger --context")
+        for i in range(0, len(tokens), chunk):
+            logits = self.step(tokens[i : i + chunk])
+        return logits[-1]
+
+    def reset(self) -> None:
+        self.state.reset()
+
+    def placement(self) -> dict[str, int]:
+        """Nodes of the (unoptimized) graph per provider: all on the first provider that takes them."""
+        import onnx
+
+        n = len(onnx.load(str(self.folder / MODEL_FILE), load_external_data=False).graph.node)
+        return {self.providers[0]: n}
