@@ -1,0 +1,122 @@
+"""The `edgecpm` command: a thin click shell; each command calls one function whose kwargs are its flags."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edgecpm.errors import UserError
+
+ARTIFACT = click.argument("artifact", required=False, type=click.Path())
+
+
+def sampling(f):
+    """Generation flags shared by generate and chat (mlx-lm / llama.cpp names)."""
+    opts = [
+        click.option("-m", "--max-tokens", type=int, default=256, show_default=True),
+        click.option("--temp", type=float, default=0.0, show_default=True, help="0 = greedy"),
+        click.option("--top-p", type=float, default=1.0, show_default=True),
+        click.option("--top-k", type=int, default=0, show_default=True),
+        click.option("--min-p", type=float, default=0.0, show_default=True),
+        click.option("--seed", type=int, default=None),
+        click.option("--repetition-penalty", type=float, default=1.0, show_default=True),
+        click.option("--context", type=int, default=None, help="KV context to allocate (default min(4096, model))"),
+        click.option("--prefill-chunk", type=click.IntRange(1), default=512, show_default=True),
+        click.option("--provider", multiple=True, help="execution provider: cpu, xnnpack, nnapi, coreml, qnn"),
+        click.option("--threads", type=int, default=None),
+        click.option("--verbose", is_flag=True, help="print tok/s after each answer"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@click.group()
+@click.version_option(package_name="edgecpm")
+def cli():
+    """edgecpm: export hybrid LLMs to int4/int8 ONNX and run them on-device."""
+
+
+@cli.command("export")
+@click.argument("source", required=False, type=click.Path())
+@click.option("-o", "--output", type=click.Path(), default=None, help="artifact folder (default models/NAME-qBITS)")
+@click.option("--q-bits", type=int, default=4, show_default=True, help="4, 8, 16 (fp16) or 32 (fp32)")
+@click.option("--q-group-size", type=int, default=32, show_default=True)
+@click.option("--q-symmetric/--q-asymmetric", default=True, show_default=True)
+@click.option("--lm-head-bits", type=int, default=None, help="default 8 when --q-bits 4")
+@click.option("--embed-bits", type=int, default=None, help="default 8 when quantized")
+@click.option("--context-length", type=int, default=None, help="max context the artifact supports")
+def export_cmd(**kw):
+    """Export SOURCE (local HF folder or .gguf; default: embedded SmolLM2-135M-Instruct) to an artifact."""
+    from edgecpm.export import export
+
+    export(**kw)
+
+
+@cli.command()
+@ARTIFACT
+@click.option("-p", "--prompt", default=None, help="text to continue (default: stdin)")
+@sampling
+def generate(**kw):
+    """Continue raw text (no chat template)."""
+    from edgecpm.runtime.commands import generate_text
+
+    generate_text(**kw)
+
+
+@cli.command()
+@ARTIFACT
+@click.option("-p", "--prompt", default=None, help="one-shot: answer this and exit")
+@click.option("--system", default=None, help="system message")
+@sampling
+def chat(**kw):
+    """Chat with the artifact's chat template; state is kept across turns."""
+    from edgecpm.runtime.commands import chat as run_chat
+
+    run_chat(**kw)
+
+
+@cli.command()
+@ARTIFACT
+@click.option("--context", type=int, default=None, help="context length for the state-size total")
+def info(**kw):
+    """Manifest summary: layers, quantization, weight bytes, state bytes."""
+    from edgecpm.runtime.commands import info as run_info
+
+    run_info(**kw)
+
+
+@cli.command()
+@ARTIFACT
+@click.option("--prompt-lengths", type=str, default="128,512", show_default=True)
+@click.option("--decode-tokens", type=int, default=64, show_default=True)
+@click.option("--depth", type=int, default=0, help="tokens of context before decoding is timed")
+@click.option("--runs", type=int, default=3, show_default=True)
+@click.option("--context", type=int, default=None)
+@click.option("--threads", type=int, default=None)
+@click.option("--provider", multiple=True)
+@click.option("--prefill-chunk", type=click.IntRange(1), default=512, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench(prompt_lengths, **kw):
+    """Prefill/decode tok/s, time to first token and peak RSS."""
+    from edgecpm.runtime.bench import bench as run_bench
+
+    try:
+        lengths = tuple(int(x) for x in prompt_lengths.split(","))
+    except ValueError:
+        raise UserError(f"--prompt-lengths {prompt_lengths!r} must be comma-separated integers, e.g. 128,512") from None
+    run_bench(prompt_lengths=lengths, **kw)
+
+
+def main(argv=None) -> None:
+    try:
+        cli.main(args=argv, prog_name="edgecpm", standalone_mode=False)
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)

@@ -1,0 +1,79 @@
+"""A chat session that keeps the model state across turns and prefills only what is new.
+
+Each turn renders the whole conversation with the chat template, finds the longest prefix the state
+already holds, rolls back to it (KV: by position; recurrent state: from a snapshot), and prefills
+the rest. Outputs therefore equal a fresh run over the whole conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from edgecpm.runtime.engine import Engine
+from edgecpm.runtime.generate import GenerationResponse, stream_tokens
+from edgecpm.runtime.state import Snapshot
+from edgecpm.runtime.tokenizer import Tokenizer
+
+MAX_SNAPSHOTS = 8
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class ChatSession:
+    def __init__(self, engine: Engine, tokenizer: Tokenizer, system: str | None = None):
+        self.engine, self.tokenizer, self.system = engine, tokenizer, system
+        self.messages: list[dict] = []
+        self.snapshots: list[Snapshot] = []
+        self.last_prefill = 0  # tokens prefilled for the last turn
+        self.reset()
+
+    def reset(self) -> None:
+        self.messages = [{"role": "system", "content": self.system}] if self.system else []
+        self.snapshots = []
+        self.engine.reset()
+
+    def snapshot(self) -> tuple[Snapshot, list[dict]]:
+        """O(1) in context length: the fixed-size state tensors, the position and the messages."""
+        return self.engine.state.snapshot(), [dict(m) for m in self.messages]
+
+    def restore(self, snap: tuple[Snapshot, list[dict]]) -> None:
+        self.engine.state.restore(snap[0])
+        self.messages = [dict(m) for m in snap[1]]
+
+    def _reuse(self, ids: list[int]) -> int:
+        """Roll the state back to the longest usable prefix of `ids`; return its length."""
+        state = self.engine.state
+        keep = min(common_prefix(state.tokens, ids), len(ids) - 1)  # at least one token to feed
+        if state.truncate(keep):
+            return keep
+        for snap in reversed(self.snapshots):
+            if snap.pos <= keep and list(snap.tokens) == ids[: snap.pos]:
+                state.restore(snap)
+                return snap.pos
+        self.engine.reset()
+        return 0
+
+    def _remember(self) -> None:
+        if self.engine.state.recurrent:
+            self.snapshots = (self.snapshots + [self.engine.state.snapshot()])[-MAX_SNAPSHOTS:]
+
+    def send(self, content: str, role: str = "user", **gen) -> Iterator[GenerationResponse]:
+        """Add a message and stream the assistant's answer (recorded in the history at the end)."""
+        self.messages.append({"role": role, "content": content})
+        ids = self.tokenizer.encode_chat(self.messages)
+        start = self._reuse(ids)
+        self.last_prefill = len(ids) - start
+        text = []
+        for r in stream_tokens(self.engine, self.tokenizer, ids[start:], on_prefill=self._remember, **gen):
+            text.append(r.text)
+            yield r
+        self.messages.append({"role": "assistant", "content": "".join(text)})
+
+    def ask(self, content: str, **gen) -> str:
+        return "".join(r.text for r in self.send(content, **gen))

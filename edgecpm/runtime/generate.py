@@ -1,0 +1,117 @@
+"""Generation in layers: a token generator, a text stream of small results, a convenience generate()."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgecpm.runtime.engine import Engine
+from edgecpm.runtime.sample import make_logits_processors, make_sampler
+from edgecpm.runtime.tokenizer import StreamingDetokenizer, Tokenizer
+
+
+@dataclass
+class GenerationResponse:
+    """One streamed piece: a text delta and where the generation stands."""
+
+    text: str
+    token: int | None
+    finish_reason: str | None  # "stop" (EOS or stop string), "length", or None while running
+    prompt_tokens: int
+    generation_tokens: int
+    prompt_tps: float
+    generation_tps: float
+
+
+def generate_step(engine: Engine, new_tokens: list[int], sampler: Callable = None, processors=(),
+                  max_tokens: int = 256, prefill_chunk: int = 512) -> Iterator[tuple[int, np.ndarray]]:
+    """Prefill `new_tokens` on top of the engine's state, then yield (token, logits) one at a time.
+
+    A token is fed back only when the next one is asked for, so the state never holds a token
+    (like EOS) that the caller stopped on.
+    """
+    sampler = sampler or make_sampler()
+    logits = engine.prefill(new_tokens, prefill_chunk)
+    for n in range(max_tokens):
+        for p in processors:
+            logits = p(engine.state.tokens, logits)
+        token = sampler(logits)
+        yield token, logits
+        if n + 1 < max_tokens:
+            logits = engine.step([token])[0]
+
+
+class _StopFilter:
+    """Holds back text that may be the start of a stop string; reports a stop when one appears."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.buf = ""
+
+    def push(self, text: str) -> tuple[str, bool]:
+        self.buf += text
+        for s in self.stops:
+            i = self.buf.find(s)
+            if i >= 0:
+                out, self.buf = self.buf[:i], ""
+                return out, True
+        cut = max(len(self.buf) - self.hold, 0)
+        out, self.buf = self.buf[:cut], self.buf[cut:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.buf = self.buf, ""
+        return out
+
+
+def stream_tokens(engine: Engine, tokenizer: Tokenizer, new_tokens: list[int], max_tokens: int = 256,
+                  temp: float = 0.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
+                  seed: int | None = None, repetition_penalty: float = 1.0, stop: list[str] | None = None,
+                  prefill_chunk: int = 512, on_prefill: Callable | None = None) -> Iterator[GenerationResponse]:
+    """Stream text for `new_tokens` fed after the engine's current state (chat reuses that state)."""
+    sampler = make_sampler(temp, top_p, top_k, min_p, seed)
+    detok, stops = StreamingDetokenizer(tokenizer), _StopFilter(stop or [])
+    t0 = time.perf_counter()
+    prompt_tps, t_first, n = 0.0, t0, 0
+    steps = generate_step(engine, new_tokens, sampler, make_logits_processors(repetition_penalty),
+                          max_tokens, prefill_chunk)
+
+    def result(text, token, reason):
+        gen_tps = (n - 1) / (time.perf_counter() - t_first) if n > 1 else 0.0
+        return GenerationResponse(text, token, reason, len(new_tokens), n, prompt_tps, gen_tps)
+
+    for token, _ in steps:
+        if n == 0:
+            t_first = time.perf_counter()
+            prompt_tps = len(new_tokens) / (t_first - t0)
+            if on_prefill:
+                on_prefill()
+        n += 1
+        if token in tokenizer.eos_token_ids:
+            yield result(stops.push(detok.flush())[0] + stops.flush(), token, "stop")
+            return
+        text, stopped = stops.push(detok.add(token))
+        if stopped:
+            yield result(text, token, "stop")
+            return
+        if n == max_tokens:
+            yield result(text + stops.push(detok.flush())[0] + stops.flush(), token, "length")
+            return
+        yield result(text, token, None)
+
+
+def stream_generate(engine: Engine, tokenizer: Tokenizer, prompt: str | list[int], **kwargs
+                    ) -> Iterator[GenerationResponse]:
+    """Continue raw text (or token ids) from an empty state."""
+    tokens = tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+    engine.reset()
+    yield from stream_tokens(engine, tokenizer, tokens, **kwargs)
+
+
+def generate(engine: Engine, tokenizer: Tokenizer, prompt: str | list[int], **kwargs) -> str:
+    """The whole continuation as one string."""
+    return "".join(r.text for r in stream_generate(engine, tokenizer, prompt, **kwargs))
