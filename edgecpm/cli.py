@@ -120,3 +120,7 @@ def main(argv=None) -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -146,7 +146,8 @@ def load_manifest(folder: Path | str, verify: bool = True) -> Manifest:
         raw["quantization"] = Quantization(**raw["quantization"])
         manifest = Manifest(**raw)
     except (TypeError, KeyError) as e:
-        raise UserError(f"{path} does not follow format version {FORMAT_VERSION} ({e}); re-export the artifact") from None
+        raise UserError(f"{path} does not follow format version {FORMAT_VERSION} ({e}); "
+                        "re-export the artifact") from None
     for spec in manifest.state:
         if spec.kind not in STATE_KINDS:
             raise UserError(f"state {spec.input} has kind {spec.kind!r}; this edgecpm runs {STATE_KINDS}")

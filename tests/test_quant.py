@@ -18,7 +18,8 @@ def run_matmulnbits(qw, x):
                             block_size=qw.group, accuracy_level=1)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, list(x.shape))],
                               [helper.make_tensor_value_info("y", 1, [x.shape[0], qw.N])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 10
     return ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
 

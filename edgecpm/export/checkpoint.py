@@ -20,8 +20,6 @@ class HFSource:
     kind = "hf"
 
     def __init__(self, folder: Path):
-        from safetensors import safe_open
-
         self.path = folder
         try:
             self.config = json.loads((folder / "config.json").read_text())
@@ -30,9 +28,16 @@ class HFSource:
         files = sorted(folder.glob("*.safetensors"))
         if not files:
             raise UserError(f"{folder} has config.json but no *.safetensors weights; download the weights too")
-        self._where: dict[str, object] = {}
         self._files = files
-        for f in files:
+        self._where: dict[str, object] | None = None  # opened on first use: config errors come first
+
+    def _index(self) -> dict[str, object]:
+        from safetensors import safe_open
+
+        if self._where is not None:
+            return self._where
+        self._where, folder = {}, self.path
+        for f in self._files:
             try:
                 handle = safe_open(str(f), framework="numpy")
             except Exception as e:  # safetensors raises its own error types for a truncated header
@@ -45,13 +50,14 @@ class HFSource:
             if missing:
                 raise UserError(f"{folder} lacks {len(missing)} tensors its index lists (e.g. {min(missing)}); "
                                 "a shard is missing, re-download the checkpoint")
+        return self._where
 
     def names(self) -> set[str]:
-        return set(self._where)
+        return set(self._index())
 
     def get(self, name: str) -> np.ndarray:
         try:
-            return np.asarray(self._where[name].get_tensor(name), dtype=np.float32)
+            return np.asarray(self._index()[name].get_tensor(name), dtype=np.float32)
         except Exception as e:  # a shard cut short fails here, not at open
             raise UserError(f"cannot read tensor {name} from {self.path} ({e}); re-download the checkpoint") from None
 

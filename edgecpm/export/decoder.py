@@ -54,7 +54,8 @@ class Args:
                 tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)), cfg=cfg, extra=extra,
             )
         except KeyError as e:
-            raise UserError(f"config.json lacks {e.args[0]!r}; it is not a complete {cfg.get('model_type')} config") from None
+            raise UserError(f"config.json lacks {e.args[0]!r}; it is not a complete "
+                            f"{cfg.get('model_type')} config") from None
 
 
 def check_layer_types(args: Args, known) -> None:

@@ -38,7 +38,7 @@ def measure(engine, prefill=(128, 512), decode=64, depth=0, runs=3, chunk=512, s
         engine.reset()
         engine.prefill(rng.integers(0, vocab, max(depth, 1)).tolist(), chunk)
         token = [int(rng.integers(0, vocab))]
-        t = _timed(lambda: [engine.step(token) for _ in range(decode)])
+        t = _timed(lambda tok=token: [engine.step(tok) for _ in range(decode)])
         rates.append(decode / t)
     res[f"decode_{decode}_tps"] = statistics.median(rates)
     res["decode_tps_spread"] = [min(rates), max(rates)]
@@ -65,7 +65,8 @@ def bench(artifact=None, prompt_lengths=(128, 512), decode_tokens=64, depth=0, r
     table.add_column("value", justify="right")
     for n in prompt_lengths:
         table.add_row(f"prefill {n} tok/s", f"{res[f'prefill_{n}_tps']:.1f}")
-    table.add_row(f"decode {decode_tokens} tok/s (at depth {res['decode_depth']})", f"{res[f'decode_{decode_tokens}_tps']:.1f}")
+    dec = res[f"decode_{decode_tokens}_tps"]
+    table.add_row(f"decode {decode_tokens} tok/s (at depth {res['decode_depth']})", f"{dec:.1f}")
     table.add_row(f"time to first token ({prompt_lengths[0]}-token prompt)", f"{res['ttft_ms']:.0f} ms")
     table.add_row("peak RSS", f"{res['peak_rss_mb']:.0f} MB")
     Console().print(table)

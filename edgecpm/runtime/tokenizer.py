@@ -62,7 +62,8 @@ class Tokenizer:
             def raise_exception(msg):
                 raise UserError(f"chat template: {msg}")
 
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                extensions=["jinja2.ext.loopcontrols"])
             env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
             env.globals.update(raise_exception=raise_exception,
                                strftime_now=lambda fmt: datetime.now().strftime(fmt))

@@ -1,0 +1,5 @@
+"""python -m edgecpm"""
+
+from edgecpm.cli import main
+
+main()
