@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("EDGECPM_HOME", str(Path(__file__).parent.parent / "models"))
+os.environ.setdefault("EDGECPM_HOME", str(Path(__file__).parent.parent / "models"))  # default artifact cache
 
 VOCAB = 320  # 256 byte tokens + merges + specials
 TINY = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
