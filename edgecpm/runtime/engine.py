@@ -119,10 +119,3 @@ class Engine:
 
     def reset(self) -> None:
         self.state.reset()
-
-    def placement(self) -> dict[str, int]:
-        """Nodes of the (unoptimized) graph per provider: all on the first provider that takes them."""
-        import onnx
-
-        n = len(onnx.load(str(self.folder / MODEL_FILE), load_external_data=False).graph.node)
-        return {self.providers[0]: n}
