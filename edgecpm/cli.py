@@ -9,6 +9,9 @@ import click
 from edgecpm.errors import UserError
 
 ARTIFACT = click.argument("artifact", required=False, type=click.Path())
+RECURRENT_KERNEL = click.option(
+    "--recurrent-kernel", type=click.Choice(["auto", "function", "ort", "native"]), default="auto", show_default=True,
+    help="kernel for the linear-attention/conv ops: auto = onnxruntime's when present, else the ONNX function")
 
 
 def sampling(f):
@@ -25,6 +28,7 @@ def sampling(f):
         click.option("--prefill-chunk", type=click.IntRange(1), default=512, show_default=True),
         click.option("--provider", multiple=True, help="execution provider: cpu, xnnpack, nnapi, coreml, qnn"),
         click.option("--threads", type=int, default=None),
+        RECURRENT_KERNEL,
         click.option("--verbose", is_flag=True, help="print tok/s after each answer"),
     ]
     for o in reversed(opts):
@@ -97,6 +101,7 @@ def info(**kw):
 @click.option("--threads", type=int, default=None)
 @click.option("--provider", multiple=True)
 @click.option("--prefill-chunk", type=click.IntRange(1), default=512, show_default=True)
+@RECURRENT_KERNEL
 @click.option("--json", "as_json", is_flag=True)
 def bench(prompt_lengths, **kw):
     """Prefill/decode tok/s, time to first token and peak RSS."""

@@ -97,6 +97,7 @@ class Manifest:
     source: dict  # {"kind": "hf"|"gguf", "path", "sha256"}
     files: dict = field(default_factory=dict)  # name -> {"sha256", "bytes"}
     weights_bytes: int = 0
+    operators: list[str] = field(default_factory=list)  # ai.edgecpm ops the graph uses (each with a function body)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     exporter: str = ""

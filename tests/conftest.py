@@ -61,6 +61,8 @@ def make_model(kind: str, folder: Path):
         model = tf.Qwen3ForCausalLM(tf.Qwen3Config(**TINY, head_dim=16, tie_word_embeddings=True))
     elif kind == "minicpm":
         model = tf.LlamaForCausalLM(tf.LlamaConfig(**TINY, tie_word_embeddings=True))
+    else:
+        model = make_hybrid(kind)
     model = model.float().eval()
     boost(model)
     model.save_pretrained(folder)
@@ -71,6 +73,35 @@ def make_model(kind: str, folder: Path):
                    dim_model_base=16)
         (folder / "config.json").write_text(json.dumps(cfg))
         add_minicpm_hooks(model, cfg)
+    return model
+
+
+HYBRID = dict(TINY, num_hidden_layers=4, head_dim=16)
+
+
+def make_hybrid(kind: str):
+    """Tiny Qwen3.5 / LFM2 / MiniMax (2 experts, or 1 for "minimax1"), 3 linear layers : 1 attention.
+    Norm weights get random values: a missed (1 + w) offset or a wrong norm then shows in the logits."""
+    import torch
+    import transformers as tf
+
+    if kind == "qwen3_5":  # 2 key heads, 4 value heads: the GDN's grouped values; rotary on 1/4 of the head
+        gdn = dict(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=8,
+                   linear_conv_kernel_dim=4)
+        cfg = tf.Qwen3_5TextConfig(**{**HYBRID, "head_dim": 64}, **gdn, tie_word_embeddings=True)
+        model = tf.Qwen3_5ForCausalLM(cfg)
+    elif kind == "lfm2":
+        types = ["conv", "full_attention", "conv", "conv"]
+        model = tf.Lfm2ForCausalLM(tf.Lfm2Config(**HYBRID, layer_types=types, conv_L_cache=3, norm_eps=1e-5))
+    else:
+        experts = 1 if kind == "minimax1" else 2
+        types = ["linear_attention"] * 3 + ["full_attention"]
+        model = tf.MiniMaxForCausalLM(tf.MiniMaxConfig(**HYBRID, layer_types=types, num_local_experts=experts,
+                                                       num_experts_per_tok=1, tie_word_embeddings=False))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.2)
     return model
 
 

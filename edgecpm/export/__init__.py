@@ -87,6 +87,7 @@ def _write(src, arch, args, q: Quantization, ctx: int, tmp: Path, quiet: bool) -
         tokenizer=tok, chat_template=tok.pop("chat_template", None),
         source={"kind": src.kind, "path": str(Path(src.path).absolute()), "sha256": src.sha256()},
         weights_bytes=g.weights_bytes, exporter=f"edgecpm {__version__}",
+        operators=sorted({fn.name for fn in g.functions.values()}),
     )
     manifest.files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                       for p in sorted(tmp.iterdir()) if p.is_file()}

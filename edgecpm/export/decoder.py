@@ -80,25 +80,37 @@ def default_mlp(c: Ctx, a: Args, i: int, x: str) -> str:
                       c.w[f"{p}.down_proj.weight"], p)
 
 
+def prenorm_block(c: Ctx, a: Args, i: int, x: str, residual: str | None, mixer, mlp, norms) -> tuple[str, str]:
+    """x, residual -> norm -> mixer -> (+) norm -> mlp; the adds are fused into the norms."""
+    lp, w = f"{a.prefix}.layers.{i}", c.w
+    n, residual = add_rms_norm(c, x, residual, w[f"{lp}.{norms[0]}.weight"], a.rms_norm_eps, f"{lp}.{norms[0]}")
+    x = mixer(c, a, i, n)
+    n, residual = add_rms_norm(c, x, residual, w[f"{lp}.{norms[1]}.weight"], a.rms_norm_eps, f"{lp}.{norms[1]}")
+    return mlp(c, a, i, n), residual
+
+
 def build(c: Ctx, a: Args, layers: dict, mlp=default_mlp, norms=("input_layernorm", "post_attention_layernorm"),
-          progress=None) -> None:
-    """embedding -> [norm -> mixer -> norm -> mlp] * L -> norm -> gather(logits_indices) -> lm_head."""
+          final_norm: str = "norm", block=None, progress=None) -> None:
+    """embedding -> blocks -> norm -> gather(logits_indices) -> lm_head.
+
+    block(c, a, i, x, residual) -> (x, residual) replaces the pre-norm block (e.g. MiniMax's
+    scaled residuals); it may return residual None when x already holds the whole hidden state.
+    """
     g, w, p = c.g, c.w, a.prefix
     ids, idx = graph_inputs(c)
     x = embedding(c, ids, w[a.embed_name], c.q.embed_bits)  # [1, S, hidden]
     residual = None
     for i, kind in enumerate(a.layer_types):
-        lp = f"{p}.layers.{i}"
-        n, residual = add_rms_norm(c, x, residual, w[f"{lp}.{norms[0]}.weight"], a.rms_norm_eps, f"{lp}.{norms[0]}")
-        x = layers[kind](c, a, i, n)
-        n, residual = add_rms_norm(c, x, residual, w[f"{lp}.{norms[1]}.weight"], a.rms_norm_eps, f"{lp}.{norms[1]}")
-        x = mlp(c, a, i, n)
+        if block is not None:
+            x, residual = block(c, a, i, x, residual)
+        else:
+            x, residual = prenorm_block(c, a, i, x, residual, layers[kind], mlp, norms)
         if progress:
             progress()
-    n, _ = add_rms_norm(c, x, residual, w[f"{p}.norm.weight"], a.rms_norm_eps, f"{p}.norm")
+    n, _ = add_rms_norm(c, x, residual, w[f"{p}.{final_norm}.weight"], a.rms_norm_eps, f"{p}.{final_norm}")
     n = g.op("Gather", n, idx, name="logits_positions", axis=1)  # [1, n, hidden]
     logits = linear(c, n, w["lm_head.weight"], "lm_head", bits=c.q.lm_head_bits)  # [1, n, vocab]
     g.output(logits, LOGITS, TensorProto.FLOAT, ["batch", "n", a.vocab_size])
 
 
-__all__ = ["Args", "build", "check_layer_types", "default_mlp", "graph_inputs", "F32"]
+__all__ = ["Args", "build", "prenorm_block", "check_layer_types", "default_mlp", "graph_inputs", "F32"]

@@ -33,6 +33,7 @@ class GraphBuilder:
         self.functions: dict[str, onnx.FunctionProto] = {}
         self._names: dict[str, int] = {}
         self._consts: dict[tuple, str] = {}
+        self._overloads: dict[tuple, str] = {}  # function signature -> overload id
         self.weights_bytes = 0
 
     def name(self, base: str) -> str:
@@ -96,8 +97,26 @@ class GraphBuilder:
             self.nodes.append(helper.make_node("Identity", [value], [name], name=self.name(f"n/{name}")))
         self.outputs.append(helper.make_tensor_value_info(name, elem, shape))
 
-    def add_function(self, fn: onnx.FunctionProto) -> None:
-        self.functions[f"{fn.domain}::{fn.name}"] = fn
+    def custom(self, op: str, inputs: list[str], types: list, n_out: int, name: str, **attrs) -> list[str]:
+        """An `ai.edgecpm` node plus the function body that lets any onnxruntime run it.
+
+        types: the inputs' onnx TypeProtos (None for an absent optional input); the body is built
+        for them. Nodes whose attributes and input types match share one function; others get an
+        overload of their own.
+        """
+        from edgecpm.ops.functions import function_body, signature
+
+        outs = self.node(op, inputs, n_out, name, CUSTOM_DOMAIN, **attrs)
+        node = self.nodes[-1]
+        sig = signature(node, types)
+        if sig not in self._overloads:
+            fn = function_body(node, types)
+            n = sum(1 for s in self._overloads if s[0] == op)
+            fn.overload = f"v{n}" if n else ""
+            self._overloads[sig] = fn.overload
+            self.functions[f"{fn.domain}::{fn.name}::{fn.overload}"] = fn
+        node.overload = self._overloads[sig]
+        return outs
 
     def finish(self, path: Path, producer: str) -> None:
         """Close the data file and write the graph (without weights) to `path`."""

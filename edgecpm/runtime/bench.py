@@ -48,12 +48,14 @@ def measure(engine, prefill=(128, 512), decode=64, depth=0, runs=3, chunk=512, s
 
 
 def bench(artifact=None, prompt_lengths=(128, 512), decode_tokens=64, depth=0, runs=3, context=None, threads=None,
-          provider=(), prefill_chunk=512, as_json=False) -> dict:
+          provider=(), prefill_chunk=512, recurrent_kernel="auto", as_json=False) -> dict:
     """Run the benchmark and print a table (or JSON)."""
     need = max(max(prompt_lengths), depth + decode_tokens + 1)
-    engine, _ = load(artifact, context or max(need, 4096 if depth < 4096 else need), list(provider) or None, threads)
+    engine, _ = load(artifact, context or max(need, 4096 if depth < 4096 else need), list(provider) or None, threads,
+                     recurrent_kernel=recurrent_kernel)
     res = measure(engine, prompt_lengths, decode_tokens, depth, runs, prefill_chunk)
     res["artifact"] = str(engine.folder)
+    res["recurrent_kernel"] = engine.kernel.kind if engine.kernel else None
     if as_json:
         print(json.dumps(res, indent=2))
         return res

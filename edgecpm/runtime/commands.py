@@ -29,18 +29,18 @@ def _print_stream(stream, verbose: bool) -> None:
 
 def generate_text(artifact=None, prompt=None, max_tokens=256, temp=0.0, top_p=1.0, top_k=0, min_p=0.0, seed=None,
                   repetition_penalty=1.0, context=None, prefill_chunk=512, provider=(), threads=None,
-                  verbose=False) -> None:
+                  recurrent_kernel="auto", verbose=False) -> None:
     """Continue raw text."""
-    engine, tok = load(artifact, context, list(provider) or None, threads)
+    engine, tok = load(artifact, context, list(provider) or None, threads, recurrent_kernel=recurrent_kernel)
     kw = _gen_kwargs(max_tokens, temp, top_p, top_k, min_p, seed, repetition_penalty, prefill_chunk)
     _print_stream(stream_generate(engine, tok, prompt if prompt is not None else sys.stdin.read(), **kw), verbose)
 
 
 def chat(artifact=None, prompt=None, system=None, max_tokens=512, temp=0.0, top_p=1.0, top_k=0, min_p=0.0,
          seed=None, repetition_penalty=1.0, context=None, prefill_chunk=512, provider=(), threads=None,
-         verbose=False) -> None:
+         recurrent_kernel="auto", verbose=False) -> None:
     """Interactive multi-turn chat; one answer with -p/--prompt (or when stdin is not a terminal)."""
-    engine, tok = load(artifact, context, list(provider) or None, threads)
+    engine, tok = load(artifact, context, list(provider) or None, threads, recurrent_kernel=recurrent_kernel)
     session = ChatSession(engine, tok, system)
     kw = _gen_kwargs(max_tokens, temp, top_p, top_k, min_p, seed, repetition_penalty, prefill_chunk)
     if prompt is None and not sys.stdin.isatty():
@@ -86,6 +86,11 @@ def info(artifact=None, context=None) -> None:
     print(f"quantization  {q.bits}-bit, group {q.group_size}, {'symmetric' if q.symmetric else 'asymmetric'}, "
           f"lm_head {q.lm_head_bits}-bit, embeddings {q.embed_bits}-bit")
     print(f"weights       {m.weights_bytes / 2**20:.1f} MiB")
-    print(f"state         fixed {fixed / 2**20:.2f} MiB (conv + recurrent); {per_tok / 1024:.1f} KiB per context "
-          f"token (KV of {sum(1 for s in m.state if s.kind == 'kv') // 2} attention layers); "
-          f"{(fixed + per_tok * ctx) / 2**20:.1f} MiB at {ctx} tokens")
+    by_kind = {k: sum(s.nbytes(ctx) for s in m.state if s.kind == k) for k in ("recurrent", "conv")}
+    layers = {k: len({s.layer for s in m.state if s.kind == k}) for k in ("recurrent", "conv", "kv")}
+    print(f"state fixed   {fixed / 2**20:.2f} MiB whatever the context: recurrent {by_kind['recurrent'] / 2**20:.2f} "
+          f"MiB ({layers['recurrent']} layers) + conv {by_kind['conv'] / 2**20:.2f} MiB ({layers['conv']} layers)")
+    print(f"state per tok {per_tok / 1024:.1f} KiB per context token (KV of {layers['kv']} attention layers); "
+          f"total {(fixed + per_tok * ctx) / 2**20:.1f} MiB at {ctx} tokens")
+    if m.operators:
+        print(f"operators     ai.edgecpm {', '.join(m.operators)} (function bodies included)")

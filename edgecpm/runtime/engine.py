@@ -22,6 +22,7 @@ from edgecpm.contract import (
     load_manifest,
 )
 from edgecpm.errors import UserError
+from edgecpm.ops import kernels
 from edgecpm.runtime.state import State
 
 PROVIDERS = {
@@ -50,12 +51,13 @@ class Engine:
     """Loads an artifact and runs steps of tokens through it, keeping the state in place."""
 
     def __init__(self, artifact: str | Path, context: int | None = None, providers: list[str] | None = None,
-                 threads: int | None = None, verify: bool = True, log=None):
+                 threads: int | None = None, verify: bool = True, log=None, recurrent_kernel: str = "auto"):
         self.folder = Path(artifact)
         self.log = log or (lambda m: print(m, file=sys.stderr))
         self.manifest: Manifest = load_manifest(self.folder, verify=verify)
         m = self.manifest
         self.ctx = min(context or min(m.context_length, DEFAULT_CONTEXT), m.context_length)
+        self.kernel = kernels.choose(recurrent_kernel) if m.operators else None
         self.session = self._open(resolve_providers(providers, self.log), threads)
         self.providers = self.session.get_providers()
         self.state = State(m.state, self.ctx)
@@ -71,13 +73,27 @@ class Engine:
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
         path = str(self.folder / MODEL_FILE)
+        model = self._model(path, so)
         try:
-            return ort.InferenceSession(path, so, providers=providers)
+            return ort.InferenceSession(model, so, providers=providers)
         except Exception as e:  # a provider may refuse the model: retry on CPU, say why
             if providers == ["CPUExecutionProvider"]:
                 raise UserError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
             self.log(f"{providers[0]} refused the model ({str(e).splitlines()[0]}); falling back to CPU")
-            return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+    def _model(self, path: str, so: ort.SessionOptions) -> str | bytes:
+        """The model to open: the file itself, or its graph with the ai.edgecpm ops moved to the
+        kernel chosen for them (see edgecpm.ops.kernels)."""
+        k = self.kernel
+        if k is None or k.kind == "function":
+            return path
+        if k.kind == "native":
+            so.register_custom_ops_library(k.library)
+            return path
+        data, _ = kernels.retarget(Path(path).read_bytes())
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(self.folder))
+        return data
 
     @property
     def vocab_size(self) -> int:

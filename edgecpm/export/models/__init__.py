@@ -16,6 +16,10 @@ ARCHITECTURES = {
     "llama": "edgecpm.export.models.llama",
     "qwen3": "edgecpm.export.models.qwen3",
     "minicpm": "edgecpm.export.models.minicpm",
+    "qwen3_5_text": "edgecpm.export.models.qwen3_5_text",
+    "qwen3_5": "edgecpm.export.models.qwen3_5_text",  # Qwen3_5ForConditionalGeneration: its text stack
+    "lfm2": "edgecpm.export.models.lfm2",
+    "minimax": "edgecpm.export.models.minimax",
 }
 
 

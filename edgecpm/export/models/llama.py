@@ -35,7 +35,8 @@ def attn_shape(a: Args) -> AttnShape:
     return AttnShape(a.num_attention_heads, a.num_key_value_heads, a.head_dim)
 
 
-def attention(c: Ctx, a: Args, i: int, x: str, qk_norm: bool = False) -> str:
+def attention(c: Ctx, a: Args, i: int, x: str, qk_norm: bool = False, norm_names=("q_norm", "k_norm"),
+              o_name: str = "o_proj") -> str:
     """Fused QKV projection -> (optional per-head q/k norm) -> GroupQueryAttention -> o_proj."""
     p, s = f"{a.prefix}.layers.{i}.self_attn", attn_shape(a)
     ws = [c.w[f"{p}.{n}_proj.weight"] for n in "qkv"]
@@ -46,11 +47,12 @@ def attention(c: Ctx, a: Args, i: int, x: str, qk_norm: bool = False) -> str:
     else:
         sizes = c.g.const("split_qkv", [w.shape[0] for w in ws])
         q, k, v = c.g.node("Split", [qkv, sizes], 3, f"{p}.split", axis=-1)
-        q = head_norm(c, q, c.w[f"{p}.q_norm.weight"], s.heads, s.head_dim, a.rms_norm_eps, f"{p}.q_norm")
-        k = head_norm(c, k, c.w[f"{p}.k_norm.weight"], s.kv_heads, s.head_dim, a.rms_norm_eps, f"{p}.k_norm")
+        qn, kn = (f"{p}.{n}" for n in norm_names)
+        q = head_norm(c, q, c.w[f"{qn}.weight"], s.heads, s.head_dim, a.rms_norm_eps, qn)
+        k = head_norm(c, k, c.w[f"{kn}.weight"], s.kv_heads, s.head_dim, a.rms_norm_eps, kn)
         out = gqa(c, i, q, k, v, s, p)
-    bias = c.w[f"{p}.o_proj.bias"] if f"{p}.o_proj.bias" in c.w else None
-    return linear(c, out, c.w[f"{p}.o_proj.weight"], f"{p}.o_proj", bias=bias)
+    bias = c.w[f"{p}.{o_name}.bias"] if f"{p}.{o_name}.bias" in c.w else None
+    return linear(c, out, c.w[f"{p}.{o_name}.weight"], f"{p}.{o_name}", bias=bias)
 
 
 LAYERS = {"full_attention": attention}
