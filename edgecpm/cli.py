@@ -36,6 +36,27 @@ def sampling(f):
     return f
 
 
+def routing(f):
+    """Device-cloud routing flags shared by chat, generate and serve (see edgecpm.router)."""
+    opts = [
+        click.option("--cloud-url", default=None, help="OpenAI-compatible base URL (env EDGECPM_CLOUD_URL)"),
+        click.option("--cloud-model", default=None, help="model name at the cloud (env EDGECPM_CLOUD_MODEL)"),
+        click.option("--cloud-api-key", default=None, show_envvar=False,
+                     help="API key (better: env EDGECPM_CLOUD_API_KEY); never printed"),
+        click.option("--cloud-timeout", type=float, default=30.0, show_default=True, help="seconds"),
+        click.option("--cloud", is_flag=True, help="answer in the cloud"),
+        click.option("--local-only", is_flag=True, help="never use the cloud (no connection is made)"),
+        click.option("--memory-budget", type=float, default=None, help="MB; larger models go to the cloud"),
+        click.option("--local-timeout", type=float, default=None, help="seconds; slower local answers go to the cloud"),
+        click.option("--escalate-entropy", type=float, default=None,
+                     help="nats; a higher mean entropy over the first --entropy-tokens goes to the cloud"),
+        click.option("--entropy-tokens", type=click.IntRange(1), default=8, show_default=True),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
 @click.group()
 @click.version_option(package_name="edgecpm")
 def cli():
@@ -51,6 +72,7 @@ def cli():
 @click.option("--lm-head-bits", type=int, default=None, help="default 8 when --q-bits 4")
 @click.option("--embed-bits", type=int, default=None, help="default 8 when quantized")
 @click.option("--context-length", type=int, default=None, help="max context the artifact supports")
+@click.option("--tokenizer", type=click.Path(), default=None, help="take the tokenizer from this HF folder or .gguf")
 def export_cmd(**kw):
     """Export SOURCE (local HF folder or .gguf; default: embedded SmolLM2-135M-Instruct) to an artifact."""
     from edgecpm.export import export
@@ -62,6 +84,7 @@ def export_cmd(**kw):
 @ARTIFACT
 @click.option("-p", "--prompt", default=None, help="text to continue (default: stdin)")
 @sampling
+@routing
 def generate(**kw):
     """Continue raw text (no chat template)."""
     from edgecpm.runtime.commands import generate_text
@@ -74,11 +97,30 @@ def generate(**kw):
 @click.option("-p", "--prompt", default=None, help="one-shot: answer this and exit")
 @click.option("--system", default=None, help="system message")
 @sampling
+@routing
 def chat(**kw):
     """Chat with the artifact's chat template; state is kept across turns."""
     from edgecpm.runtime.commands import chat as run_chat
 
     run_chat(**kw)
+
+
+@cli.command()
+@ARTIFACT
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--queue-size", type=click.IntRange(0), default=8, show_default=True,
+              help="requests that may wait; more get HTTP 429")
+@click.option("--context", type=int, default=None)
+@click.option("--provider", multiple=True)
+@click.option("--threads", type=int, default=None)
+@RECURRENT_KERNEL
+@routing
+def serve(**kw):
+    """OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
+    from edgecpm.runtime.commands import serve as run_serve
+
+    run_serve(**kw)
 
 
 @cli.command()

@@ -32,11 +32,12 @@ def recipe(q_bits: int, q_group_size: int, q_symmetric: bool, lm_head_bits: int 
 
 def export(source: str | None = None, output: str | None = None, q_bits: int = 4, q_group_size: int = 32,
            q_symmetric: bool = True, lm_head_bits: int | None = None, embed_bits: int | None = None,
-           context_length: int | None = None, quiet: bool = False) -> Path:
+           context_length: int | None = None, tokenizer: str | None = None, quiet: bool = False) -> Path:
     """Export SOURCE (HF folder or .gguf; default: the embedded SmolLM2) to the artifact folder OUTPUT.
 
     Builds into a temporary sibling folder and renames it into place at the end, so an interrupted
-    export never leaves a folder that loads.
+    export never leaves a folder that loads. TOKENIZER (an HF folder or .gguf) replaces the
+    checkpoint's own tokenizer, e.g. for random benchmark checkpoints that have none.
     """
     from edgecpm.export.checkpoint import open_source
     from edgecpm.export.models import get_architecture
@@ -45,6 +46,7 @@ def export(source: str | None = None, output: str | None = None, q_bits: int = 4
     src = open_source(source or default_gguf())
     arch = get_architecture(src.config.get("model_type"))
     args = arch.model_args(src.config)
+    tok_src = _tokenizer_source(src, tokenizer)
     out = Path(output or f"models/{Path(src.path).stem}-q{q_bits}").absolute()
     if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not an edgecpm artifact; pick another -o/--output")
@@ -55,7 +57,7 @@ def export(source: str | None = None, output: str | None = None, q_bits: int = 4
     tmp.mkdir()
     t0 = time.perf_counter()
     try:
-        manifest = _write(src, arch, args, q, ctx, tmp, quiet)
+        manifest = _write(src, tok_src, arch, args, q, ctx, tmp, quiet)
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -67,7 +69,7 @@ def export(source: str | None = None, output: str | None = None, q_bits: int = 4
     return out
 
 
-def _write(src, arch, args, q: Quantization, ctx: int, tmp: Path, quiet: bool) -> Manifest:
+def _write(src, tok_src, arch, args, q: Quantization, ctx: int, tmp: Path, quiet: bool) -> Manifest:
     from rich.progress import Progress
 
     from edgecpm.export.blocks import Ctx
@@ -80,7 +82,7 @@ def _write(src, arch, args, q: Quantization, ctx: int, tmp: Path, quiet: bool) -
         task = bar.add_task(f"exporting {args.model_type}", total=args.num_hidden_layers)
         arch.build(c, args, progress=lambda: bar.advance(task))
     g.finish(tmp / MODEL_FILE, __version__)
-    tok = _tokenizer(src, tmp)
+    tok = _tokenizer(tok_src, tmp, src.config)
     manifest = Manifest(
         architecture=args.model_type, layer_types=args.layer_types, context_length=ctx,
         vocab_size=args.vocab_size, hidden_size=args.hidden_size, state=c.states, quantization=q,
@@ -95,13 +97,39 @@ def _write(src, arch, args, q: Quantization, ctx: int, tmp: Path, quiet: bool) -
     return manifest
 
 
-def _tokenizer(src, tmp: Path) -> dict:
+def _tokenizer_source(src, tokenizer: str | None):
+    """Where the tokenizer comes from (the checkpoint, or --tokenizer); checked before any work."""
+    from edgecpm.export.checkpoint import open_source
+
+    if tokenizer is None:
+        tsrc = src
+    elif Path(tokenizer).is_dir() and not (Path(tokenizer) / "config.json").is_file():
+        tsrc = _TokenizerFolder(Path(tokenizer))
+    else:
+        tsrc = open_source(tokenizer)
+    p = Path(tsrc.path)
+    if tsrc.kind == "hf" and not ((p / "tokenizer.json").is_file() or (p / "tokenizer.model").is_file()):
+        raise UserError(f"{p} has no tokenizer.json or tokenizer.model; add the tokenizer files or pass "
+                        "--tokenizer PATH (an HF folder or a .gguf file)")
+    return tsrc
+
+
+class _TokenizerFolder:
+    """A folder that holds only tokenizer files."""
+
+    kind = "hf"
+
+    def __init__(self, path: Path):
+        self.path, self.config = path, {}
+
+
+def _tokenizer(src, tmp: Path, model_cfg: dict) -> dict:
     """Write the tokenizer files; return the manifest's tokenizer section (+ chat_template)."""
     import json
 
     from edgecpm.export.tokenizer import copy_hf_tokenizer, write_gguf_tokenizer
 
-    cfg = src.config
+    cfg = {**model_cfg, **{k: v for k, v in src.config.items() if k in ("bos_token_id", "eos_token_id") and v}}
     if src.kind == "gguf":
         tmpl = src.meta.get("tokenizer.chat_template")
         write_gguf_tokenizer(src.reader, tmp, tmpl, cfg.get("bos_token_id"), cfg.get("eos_token_id"))

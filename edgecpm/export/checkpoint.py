@@ -29,9 +29,9 @@ class HFSource:
         if not files:
             raise UserError(f"{folder} has config.json but no *.safetensors weights; download the weights too")
         self._files = files
-        self._where: dict[str, object] | None = None  # opened on first use: config errors come first
+        self._where: dict[str, str] | None = None  # tensor -> file; read on first use: config errors come first
 
-    def _index(self) -> dict[str, object]:
+    def _index(self) -> dict[str, str]:
         from safetensors import safe_open
 
         if self._where is not None:
@@ -39,11 +39,10 @@ class HFSource:
         self._where, folder = {}, self.path
         for f in self._files:
             try:
-                handle = safe_open(str(f), framework="numpy")
+                with safe_open(str(f), framework="numpy") as handle:
+                    self._where.update(dict.fromkeys(handle.keys(), str(f)))
             except Exception as e:  # safetensors raises its own error types for a truncated header
                 raise UserError(f"{f} is not a readable safetensors file ({e}); re-download it") from None
-            for k in handle.keys():
-                self._where[k] = handle
         index = folder / "model.safetensors.index.json"
         if index.is_file():
             missing = set(json.loads(index.read_text())["weight_map"]) - set(self._where)
@@ -56,8 +55,13 @@ class HFSource:
         return set(self._index())
 
     def get(self, name: str) -> np.ndarray:
+        """One tensor as fp32. The file is mapped only while it is read, so the pages of tensors
+        already converted do not stay in this process's resident set."""
+        from safetensors import safe_open
+
         try:
-            return np.asarray(self._index()[name].get_tensor(name), dtype=np.float32)
+            with safe_open(self._index()[name], framework="numpy") as handle:
+                return np.asarray(handle.get_tensor(name), dtype=np.float32)
         except Exception as e:  # a shard cut short fails here, not at open
             raise UserError(f"cannot read tensor {name} from {self.path} ({e}); re-download the checkpoint") from None
 

@@ -51,19 +51,21 @@ class GraphBuilder:
 
     def _add_init(self, name: str, array: np.ndarray) -> str:
         array = np.ascontiguousarray(array)
-        tensor = numpy_helper.from_array(array, name)
-        if array.size > SMALL:
-            offset = self.data.tell()
-            pad = -offset % ALIGN
-            self.data.write(b"\0" * pad)
-            offset += pad
-            raw = tensor.raw_data
-            self.data.write(raw)
-            tensor.ClearField("raw_data")
-            tensor.data_location = TensorProto.EXTERNAL
-            for k, v in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(len(raw)))):
-                tensor.external_data.add(key=k, value=v)
-            self.weights_bytes += len(raw)
+        if array.size <= SMALL:
+            self.inits.append(numpy_helper.from_array(array, name))
+            return name
+        # Big tensors: write the array's own buffer (no serialized copy) and reference it.
+        offset = self.data.tell()
+        pad = -offset % ALIGN
+        self.data.write(b"\0" * pad)
+        offset += pad
+        self.data.write(memoryview(array.reshape(-1)).cast("B"))
+        tensor = onnx.TensorProto(name=name, dims=array.shape,
+                                  data_type=helper.np_dtype_to_tensor_dtype(array.dtype))
+        tensor.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(array.nbytes))):
+            tensor.external_data.add(key=k, value=v)
+        self.weights_bytes += array.nbytes
         self.inits.append(tensor)
         return name
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from edgecpm.errors import UserError
 from edgecpm.runtime.engine import Engine
 from edgecpm.runtime.generate import GenerationResponse, stream_tokens
 from edgecpm.runtime.state import Snapshot
@@ -23,6 +24,13 @@ def common_prefix(a: list[int], b: list[int]) -> int:
         if a[i] != b[i]:
             return i
     return n
+
+
+class ContextOverflow(UserError):
+    def __init__(self, tokens: int, ctx: int):
+        self.tokens, self.ctx = tokens, ctx
+        super().__init__(f"the conversation ({tokens} tokens) exceeds the local context of {ctx}; "
+                         "start a new chat (/reset) or load with a larger --context")
 
 
 class ChatSession:
@@ -65,8 +73,15 @@ class ChatSession:
 
     def send(self, content: str, role: str = "user", **gen) -> Iterator[GenerationResponse]:
         """Add a message and stream the assistant's answer (recorded in the history at the end)."""
-        self.messages.append({"role": role, "content": content})
+        return self.respond(self.messages + [{"role": role, "content": content}], **gen)
+
+    def respond(self, messages: list[dict], **gen) -> Iterator[GenerationResponse]:
+        """Stream the assistant's answer to a whole conversation (e.g. an API request, or turns the
+        cloud answered): the state catches up from the longest prefix it already holds."""
+        self.messages = [dict(m) for m in messages]
         ids = self.tokenizer.encode_chat(self.messages)
+        if len(ids) > self.engine.ctx:
+            raise ContextOverflow(len(ids), self.engine.ctx)
         start = self._reuse(ids)
         self.last_prefill = len(ids) - start
         text = []

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from edgecpm.runtime import ChatSession, load
-from edgecpm.runtime.generate import stream_generate
+from edgecpm.errors import UserError
 
 DEFAULT_PROMPT = "What is the capital of France?"
 
@@ -15,41 +14,68 @@ def _gen_kwargs(max_tokens, temp, top_p, top_k, min_p, seed, repetition_penalty,
                 repetition_penalty=repetition_penalty, prefill_chunk=prefill_chunk)
 
 
-def _print_stream(stream, verbose: bool) -> None:
+def make_router(artifact, context, provider, threads, recurrent_kernel, cloud_url=None, cloud_model=None,
+                cloud_api_key=None, cloud_timeout=30.0, cloud=False, local_only=False, memory_budget=None,
+                local_timeout=None, escalate_entropy=None, entropy_tokens=8):
+    """A Router from the CLI's load and routing flags."""
+    from edgecpm.cloud import CloudConfig
+    from edgecpm.router import RoutePolicy, Router
+
+    policy = RoutePolicy(local_only, cloud, memory_budget, local_timeout, escalate_entropy, entropy_tokens)
+    cfg = None if local_only else CloudConfig.resolve(cloud_url, cloud_model, cloud_api_key, cloud_timeout)
+    return Router(artifact, policy, cfg, context=context, providers=list(provider) or None, threads=threads,
+                  recurrent_kernel=recurrent_kernel)
+
+
+def _print_events(events, verbose: bool, marker=sys.stdout) -> None:
+    """Stream an answer; say where it came from; one-line error when there is no answer."""
     last = None
-    for r in stream:
-        sys.stdout.write(r.text)
+    for ev in events:
+        if last is None:
+            tag = ev.source if not ev.reason else f"{ev.source}: {ev.reason}"
+            print(f"[{tag}] ", end="", file=marker, flush=True)
+        if ev.error and not ev.text and last is None:
+            print(file=marker)
+            raise UserError(ev.error)
+        sys.stdout.write(ev.text)
         sys.stdout.flush()
-        last = r
+        last = ev
     sys.stdout.write("\n")
-    if verbose and last:
-        print(f"[prompt {last.prompt_tokens} tok, {last.prompt_tps:.1f} tok/s | generated {last.generation_tokens} "
+    if last and last.error:
+        print(f"[stopped: {last.error}]", file=sys.stderr)
+    if verbose and last and last.generation_tps is not None:
+        print(f"[prompt {last.prompt_tokens} tok, {last.prompt_tps:.1f} tok/s | generated {last.completion_tokens} "
               f"tok, {last.generation_tps:.1f} tok/s | {last.finish_reason}]", file=sys.stderr)
 
 
 def generate_text(artifact=None, prompt=None, max_tokens=256, temp=0.0, top_p=1.0, top_k=0, min_p=0.0, seed=None,
                   repetition_penalty=1.0, context=None, prefill_chunk=512, provider=(), threads=None,
-                  recurrent_kernel="auto", verbose=False) -> None:
+                  recurrent_kernel="auto", verbose=False, **routing) -> None:
     """Continue raw text."""
-    engine, tok = load(artifact, context, list(provider) or None, threads, recurrent_kernel=recurrent_kernel)
+    router = make_router(artifact, context, provider, threads, recurrent_kernel, **routing)
     kw = _gen_kwargs(max_tokens, temp, top_p, top_k, min_p, seed, repetition_penalty, prefill_chunk)
-    _print_stream(stream_generate(engine, tok, prompt if prompt is not None else sys.stdin.read(), **kw), verbose)
+    text = prompt if prompt is not None else sys.stdin.read()
+    _print_events(router.complete(text, **kw), verbose, marker=sys.stderr)
 
 
 def chat(artifact=None, prompt=None, system=None, max_tokens=512, temp=0.0, top_p=1.0, top_k=0, min_p=0.0,
          seed=None, repetition_penalty=1.0, context=None, prefill_chunk=512, provider=(), threads=None,
-         recurrent_kernel="auto", verbose=False) -> None:
-    """Interactive multi-turn chat; one answer with -p/--prompt (or when stdin is not a terminal)."""
-    engine, tok = load(artifact, context, list(provider) or None, threads, recurrent_kernel=recurrent_kernel)
-    session = ChatSession(engine, tok, system)
+         recurrent_kernel="auto", verbose=False, **routing) -> None:
+    """Interactive multi-turn chat; one answer with -p/--prompt (or when stdin is not a terminal).
+    `/cloud MESSAGE` sends one message to the cloud; `/reset` starts over; `/exit` quits."""
+    router = make_router(artifact, context, provider, threads, recurrent_kernel, **routing)
     kw = _gen_kwargs(max_tokens, temp, top_p, top_k, min_p, seed, repetition_penalty, prefill_chunk)
+    start = [{"role": "system", "content": system}] if system else []
+    messages = list(start)
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read().strip() or DEFAULT_PROMPT
     if prompt is not None:
         print(f">>> {prompt}")
-        _print_stream(session.send(prompt, **kw), verbose)
+        _print_events(router.respond(messages + [{"role": "user", "content": prompt}], **kw), verbose)
         return
-    print(f"edgecpm chat: {engine.manifest.architecture} on {engine.providers[0]}; /reset, /exit")
+    session = router.session()
+    where = f"{session.engine.manifest.architecture} on {session.engine.providers[0]}" if session else "cloud only"
+    print(f"edgecpm chat: {where}; /cloud MESSAGE, /reset, /exit")
     while True:
         try:
             line = input(">>> ").strip()
@@ -59,11 +85,38 @@ def chat(artifact=None, prompt=None, system=None, max_tokens=512, temp=0.0, top_
         if line in ("/exit", "/quit"):
             return
         if line == "/reset":
-            session.reset()
+            messages = list(start)
             print("[conversation reset]")
             continue
-        if line:
-            _print_stream(session.send(line, **kw), verbose)
+        to_cloud = line.startswith("/cloud ")
+        line = line.removeprefix("/cloud ").strip()
+        if not line:
+            continue
+        messages.append({"role": "user", "content": line})
+        text = []
+        try:
+            _print_events(_collect(router.respond(messages, cloud=to_cloud, **kw), text), verbose)
+            messages.append({"role": "assistant", "content": "".join(text)})
+        except UserError as e:
+            messages.pop()
+            print(f"error: {e}", file=sys.stderr)
+
+
+def _collect(events, out: list):
+    for ev in events:
+        out.append(ev.text)
+        yield ev
+
+
+def serve(artifact=None, host="127.0.0.1", port=8000, queue_size=8, context=None, provider=(), threads=None,
+          recurrent_kernel="auto", **routing) -> None:
+    """Run the OpenAI-compatible server (needs the `serve` extra: fastapi, uvicorn)."""
+    try:
+        from edgecpm.server import serve as run
+    except ImportError as e:
+        raise UserError(f"edgecpm serve needs {e.name}; pip install 'edgecpm[serve]'") from None
+    run(artifact, host, port, queue_size, make_router(artifact, context, provider, threads, recurrent_kernel,
+                                                      **routing))
 
 
 def info(artifact=None, context=None) -> None:

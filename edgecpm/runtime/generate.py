@@ -24,6 +24,15 @@ class GenerationResponse:
     generation_tokens: int
     prompt_tps: float
     generation_tps: float
+    entropy: float | None = None  # nats, of the model's distribution for this token (when asked for)
+
+
+def entropy(logits: np.ndarray) -> float:
+    """Shannon entropy (nats) of softmax(logits)."""
+    z = logits.astype(np.float64) - logits.max()
+    p = np.exp(z)
+    p /= p.sum()
+    return float(-(p * np.log(np.maximum(p, 1e-300))).sum())
 
 
 def generate_step(engine: Engine, new_tokens: list[int], sampler: Callable = None, processors=(),
@@ -71,8 +80,11 @@ class _StopFilter:
 def stream_tokens(engine: Engine, tokenizer: Tokenizer, new_tokens: list[int], max_tokens: int = 256,
                   temp: float = 0.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
                   seed: int | None = None, repetition_penalty: float = 1.0, stop: list[str] | None = None,
-                  prefill_chunk: int = 512, on_prefill: Callable | None = None) -> Iterator[GenerationResponse]:
-    """Stream text for `new_tokens` fed after the engine's current state (chat reuses that state)."""
+                  prefill_chunk: int = 512, on_prefill: Callable | None = None,
+                  with_entropy: bool = False) -> Iterator[GenerationResponse]:
+    """Stream text for `new_tokens` fed after the engine's current state (chat reuses that state).
+
+    Stopping the iteration stops the generation (tokens are made only when asked for)."""
     sampler = make_sampler(temp, top_p, top_k, min_p, seed)
     detok, stops = StreamingDetokenizer(tokenizer), _StopFilter(stop or [])
     t0 = time.perf_counter()
@@ -82,9 +94,11 @@ def stream_tokens(engine: Engine, tokenizer: Tokenizer, new_tokens: list[int], m
 
     def result(text, token, reason):
         gen_tps = (n - 1) / (time.perf_counter() - t_first) if n > 1 else 0.0
-        return GenerationResponse(text, token, reason, len(new_tokens), n, prompt_tps, gen_tps)
+        return GenerationResponse(text, token, reason, len(new_tokens), n, prompt_tps, gen_tps, h)
 
-    for token, _ in steps:
+    h = None
+    for token, logits in steps:
+        h = entropy(logits) if with_entropy else None
         if n == 0:
             t_first = time.perf_counter()
             prompt_tps = len(new_tokens) / (t_first - t0)

@@ -1,0 +1,214 @@
+"""Device-cloud routing: answer on the device unless a policy sends the request to the cloud.
+
+Policies, checked in this order:
+  (1) memory   the artifact cannot load, or its weights + state at the context exceed --memory-budget
+               (checked from the manifest's exact byte counts, before loading anything)
+  (5) user     --cloud, or /cloud in chat
+  (2) context  the conversation is longer than the local context
+  (3) failure  the local run raises, or does not finish within --local-timeout seconds (checked between
+               tokens; with a timeout set, local text is held until the answer is complete, so it can be
+               replaced)
+  (4) entropy  mean token entropy over the first --entropy-tokens tokens above --escalate-entropy (off
+               by default; those tokens are held back until the check passes)
+--local-only makes the cloud impossible: no client exists, so no socket is ever opened.
+When the cloud fails (refused, timeout, HTTP error, malformed or cut-short answer), a local answer is
+kept where one can be made; otherwise the answer is a one-line error. Cloud answers are shown only
+once complete. The conversation is always kept as messages, so the cloud gets the whole
+conversation and a later local turn catches up on the turns the cloud answered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from edgecpm.cloud import CloudClient, CloudConfig, CloudError
+from edgecpm.errors import UserError
+
+LOCAL, CLOUD = "local", "cloud"
+
+
+@dataclass(frozen=True)
+class RoutePolicy:
+    local_only: bool = False
+    cloud: bool = False
+    memory_budget_mb: float | None = None
+    local_timeout: float | None = None
+    escalate_entropy: float | None = None
+    entropy_tokens: int = 8
+
+
+@dataclass
+class Event:
+    """A piece of an answer. The first event names the source and why; the last has finish_reason
+    (or error, when no answer could be made)."""
+
+    text: str
+    source: str
+    reason: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error: str | None = None
+    prompt_tps: float | None = None
+    generation_tps: float | None = None
+
+
+class _Escalate(Exception):
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+class Router:
+    def __init__(self, artifact=None, policy: RoutePolicy = RoutePolicy(), cloud: CloudConfig | None = None,
+                 **load_kw):
+        self.artifact, self.policy, self.load_kw = artifact, policy, load_kw
+        self.cloud = CloudClient(cloud) if cloud and not policy.local_only else None
+        self._session = None
+        self.local_problem: str | None = None  # why local cannot serve at all (policy 1)
+
+    def session(self):
+        """The local ChatSession, loaded on first use; None (with local_problem set) if it cannot be."""
+        if self._session is None and self.local_problem is None:
+            try:
+                self._check_budget()
+                from edgecpm.runtime import ChatSession, load
+
+                self._session = ChatSession(*load(self.artifact, **self.load_kw))
+            except UserError as e:
+                self.local_problem = str(e)
+        return self._session
+
+    def _check_budget(self) -> None:
+        budget = self.policy.memory_budget_mb
+        if budget is None:
+            return
+        from edgecpm.contract import load_manifest
+        from edgecpm.defaults import default_artifact
+        from edgecpm.runtime.engine import DEFAULT_CONTEXT
+
+        m = load_manifest(self.artifact or default_artifact(), verify=False)
+        ctx = min(self.load_kw.get("context") or min(m.context_length, DEFAULT_CONTEXT), m.context_length)
+        fixed, per_tok = m.state_bytes(ctx)
+        need = (m.weights_bytes + fixed + per_tok * ctx) / 2**20
+        if need > budget:
+            raise UserError(f"the model needs {need:.0f} MB (weights + state at {ctx} tokens), over the "
+                            f"--memory-budget of {budget:g} MB")
+
+    def respond(self, messages: list[dict], cloud: bool = False, **gen) -> Iterator[Event]:
+        """Answer a conversation, locally or in the cloud, as a stream of events."""
+        session = self.session()
+        if session is None:
+            yield from self._cloud_or_error(messages, f"local model unavailable: {self.local_problem}", None, gen)
+            return
+        if cloud or self.policy.cloud:
+            yield from self._cloud_or_error(messages, "asked for", self._local(session, messages, gen, False), gen)
+            return
+        n = len(session.tokenizer.encode_chat(messages))
+        if n > session.engine.ctx:
+            yield from self._cloud_or_error(
+                messages, f"the conversation ({n} tokens) exceeds the local context of {session.engine.ctx}", None, gen)
+            return
+        local = self._local(session, messages, gen, True)
+        try:
+            first = next(local)
+        except _Escalate as e:
+            yield from self._cloud_or_error(messages, e.reason, self._local(session, messages, gen, False), gen)
+            return
+        yield first
+        yield from local
+
+    def _local(self, session, messages, gen, checks: bool) -> Iterator[Event]:
+        """Local answer events; with checks, raises _Escalate (before yielding anything) on policies 3-4."""
+        p = self.policy
+        hold = checks and (p.local_timeout is not None or p.escalate_entropy is not None)
+        t0, held, entropies, n, prompt = time.perf_counter(), [], [], 0, None
+        stream = session.respond(messages, with_entropy=checks and p.escalate_entropy is not None, **gen)
+        try:
+            for r in stream:
+                n, prompt = r.generation_tokens, r.prompt_tokens
+                if checks and p.local_timeout is not None and time.perf_counter() - t0 > p.local_timeout:
+                    raise _Escalate(f"the local run exceeded --local-timeout {p.local_timeout:g} s")
+                if checks and p.escalate_entropy is not None and len(entropies) < p.entropy_tokens:
+                    entropies.append(r.entropy)
+                    mean = sum(entropies) / len(entropies)
+                    if (len(entropies) == p.entropy_tokens or r.finish_reason) and mean > p.escalate_entropy:
+                        raise _Escalate(f"low confidence: mean entropy {mean:.2f} > {p.escalate_entropy:g} nats")
+                if hold and (p.local_timeout is not None or len(entropies) < p.entropy_tokens) \
+                        and not r.finish_reason:
+                    held.append(r.text)
+                    continue
+                text, held = "".join(held) + r.text, []
+                yield Event(text, LOCAL, None, r.finish_reason, prompt, n, prompt_tps=r.prompt_tps,
+                            generation_tps=r.generation_tps)
+        except _Escalate:
+            stream.close()
+            raise
+        except UserError as e:  # e.g. the answer ran into the context limit
+            yield Event("".join(held), LOCAL, None, "length", prompt, n, error=str(e))
+
+    def _cloud_or_error(self, messages, reason: str, local: Iterator[Event] | None, gen) -> Iterator[Event]:
+        """Ask the cloud; if that fails, fall back to `local` (a fresh local run) or give an error."""
+        if self.cloud is None:
+            why = "--local-only forbids the cloud" if self.policy.local_only else "no cloud is configured " \
+                  "(--cloud-url or EDGECPM_CLOUD_URL)"
+            failure = f"{reason}, and {why}"
+        else:
+            try:
+                text = "".join(self.cloud.stream(messages, gen.get("max_tokens", 256), gen.get("temp", 0.0)))
+                if self._session is not None:
+                    self._session.messages = [dict(m) for m in messages] + [{"role": "assistant", "content": text}]
+                yield Event(text, CLOUD, reason, "stop", None, None)
+                return
+            except CloudError as e:
+                failure = f"{reason}; the cloud failed: {e}"
+        if local is None:
+            yield Event("", LOCAL, failure, "error", error=failure)
+            return
+        first = True
+        for ev in local:
+            if first:
+                ev.reason, first = f"{failure}; answered locally", False
+            yield ev
+
+    def complete(self, prompt: str, cloud: bool = False, **gen) -> Iterator[Event]:
+        """Continue raw text. The cloud (its /completions) takes it when the model cannot load, the
+        user asks, or the prompt exceeds the local context; otherwise it runs locally."""
+        session = self.session()
+        reason = f"local model unavailable: {self.local_problem}" if session is None else (
+            "asked for" if cloud or self.policy.cloud else None)
+        if session is not None and reason is None:
+            n = len(session.tokenizer.encode(prompt))
+            if n > session.engine.ctx:
+                reason = f"the prompt ({n} tokens) exceeds the local context of {session.engine.ctx}"
+        if reason is None:
+            yield from self._local_text(session, prompt, gen)
+            return
+        if self.cloud is not None:
+            try:
+                a = self.cloud.complete(prompt, gen.get("max_tokens", 256), gen.get("temp", 0.0))
+                yield Event(a.text, CLOUD, reason, a.finish_reason or "stop", a.prompt_tokens, a.completion_tokens)
+                return
+            except CloudError as e:
+                reason = f"{reason}; the cloud failed: {e}"
+        else:
+            why = "--local-only forbids the cloud" if self.policy.local_only else "no cloud is configured"
+            reason += f", and {why}"
+        if session is None or "exceeds" in reason:
+            yield Event("", LOCAL, reason, "error", error=reason)
+            return
+        for i, ev in enumerate(self._local_text(session, prompt, gen)):
+            ev.reason = ev.reason or (f"{reason}; answered locally" if i == 0 else None)
+            yield ev
+
+    def _local_text(self, session, prompt: str, gen) -> Iterator[Event]:
+        from edgecpm.runtime.generate import stream_generate
+
+        session.reset()  # raw text shares no conversation state
+        try:
+            for r in stream_generate(session.engine, session.tokenizer, prompt, **gen):
+                yield Event(r.text, LOCAL, None, r.finish_reason, r.prompt_tokens, r.generation_tokens,
+                            prompt_tps=r.prompt_tps, generation_tps=r.generation_tps)
+        except UserError as e:
+            yield Event("", LOCAL, None, "error", error=str(e))
