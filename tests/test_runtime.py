@@ -136,4 +136,16 @@ def test_runtime_refuses_bad_artifacts(tmp_path, smol):
     r = run_cli("generate", str(art), "-p", "hi")
     assert r.returncode == 2 and "sha256" in r.stderr
     r = run_cli("generate", str(engine.folder), "-p", "word " * 300, "--context", "128")
-    assert r.returncode == 2 and "exceeds the context" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "exceeds the local context" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_missing_provider_falls_back_to_cpu_and_placement_is_reported(tiny):
+    from edgecpm.runtime import Engine
+
+    art, _ = tiny("llama", 32)
+    logs = []
+    e = Engine(art, providers=["qnn"], report_placement=True, log=logs.append)
+    assert e.providers == ["CPUExecutionProvider"]
+    assert any("qnn is not available" in m and "falling back to CPU" in m for m in logs)
+    assert e.placement and e.placement["CPUExecutionProvider"] > 10
+    assert any("nodes per execution provider: CPUExecutionProvider" in m for m in logs)

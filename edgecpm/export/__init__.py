@@ -46,6 +46,7 @@ def export(source: str | None = None, output: str | None = None, q_bits: int = 4
     src = open_source(source or default_gguf())
     arch = get_architecture(src.config.get("model_type"))
     args = arch.model_args(src.config)
+    src.names()  # every weight file readable, before any work
     tok_src = _tokenizer_source(src, tokenizer)
     out = Path(output or f"models/{Path(src.path).stem}-q{q_bits}").absolute()
     if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):

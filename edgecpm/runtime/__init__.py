@@ -12,14 +12,15 @@ from edgecpm.runtime.tokenizer import Tokenizer
 
 
 def load(artifact: str | Path | None = None, context: int | None = None, providers: list[str] | None = None,
-         threads: int | None = None, verify: bool = True, recurrent_kernel: str = "auto") -> tuple[Engine, Tokenizer]:
+         threads: int | None = None, verify: bool = True, recurrent_kernel: str = "auto",
+         report_placement: bool = False) -> tuple[Engine, Tokenizer]:
     """(engine, tokenizer) for an artifact; None = the default model (exported on first use)."""
     if artifact is None:
         from edgecpm.defaults import default_artifact
 
         artifact = default_artifact()
     engine = Engine(artifact, context=context, providers=providers, threads=threads, verify=verify,
-                    recurrent_kernel=recurrent_kernel)
+                    recurrent_kernel=recurrent_kernel, report_placement=report_placement)
     return engine, Tokenizer(engine.folder, engine.manifest)
 
 

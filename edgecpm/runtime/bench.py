@@ -52,10 +52,11 @@ def bench(artifact=None, prompt_lengths=(128, 512), decode_tokens=64, depth=0, r
     """Run the benchmark and print a table (or JSON)."""
     need = max(max(prompt_lengths), depth + decode_tokens + 1)
     engine, _ = load(artifact, context or max(need, 4096 if depth < 4096 else need), list(provider) or None, threads,
-                     recurrent_kernel=recurrent_kernel)
+                     recurrent_kernel=recurrent_kernel, report_placement=True)
     res = measure(engine, prompt_lengths, decode_tokens, depth, runs, prefill_chunk)
     res["artifact"] = str(engine.folder)
     res["recurrent_kernel"] = engine.kernel.kind if engine.kernel else None
+    res["nodes_per_provider"] = engine.placement
     if as_json:
         print(json.dumps(res, indent=2))
         return res

@@ -16,7 +16,7 @@ def _gen_kwargs(max_tokens, temp, top_p, top_k, min_p, seed, repetition_penalty,
 
 def make_router(artifact, context, provider, threads, recurrent_kernel, cloud_url=None, cloud_model=None,
                 cloud_api_key=None, cloud_timeout=30.0, cloud=False, local_only=False, memory_budget=None,
-                local_timeout=None, escalate_entropy=None, entropy_tokens=8):
+                local_timeout=None, escalate_entropy=None, entropy_tokens=8, report_placement=False):
     """A Router from the CLI's load and routing flags."""
     from edgecpm.cloud import CloudConfig
     from edgecpm.router import RoutePolicy, Router
@@ -24,7 +24,7 @@ def make_router(artifact, context, provider, threads, recurrent_kernel, cloud_ur
     policy = RoutePolicy(local_only, cloud, memory_budget, local_timeout, escalate_entropy, entropy_tokens)
     cfg = None if local_only else CloudConfig.resolve(cloud_url, cloud_model, cloud_api_key, cloud_timeout)
     return Router(artifact, policy, cfg, context=context, providers=list(provider) or None, threads=threads,
-                  recurrent_kernel=recurrent_kernel)
+                  recurrent_kernel=recurrent_kernel, report_placement=report_placement)
 
 
 def _print_events(events, verbose: bool, marker=sys.stdout) -> None:
@@ -32,11 +32,10 @@ def _print_events(events, verbose: bool, marker=sys.stdout) -> None:
     last = None
     for ev in events:
         if last is None:
+            if ev.error and not ev.text:  # no answer at all: one line, exit code 2
+                raise UserError(ev.error)
             tag = ev.source if not ev.reason else f"{ev.source}: {ev.reason}"
             print(f"[{tag}] ", end="", file=marker, flush=True)
-        if ev.error and not ev.text and last is None:
-            print(file=marker)
-            raise UserError(ev.error)
         sys.stdout.write(ev.text)
         sys.stdout.flush()
         last = ev
@@ -52,7 +51,7 @@ def generate_text(artifact=None, prompt=None, max_tokens=256, temp=0.0, top_p=1.
                   repetition_penalty=1.0, context=None, prefill_chunk=512, provider=(), threads=None,
                   recurrent_kernel="auto", verbose=False, **routing) -> None:
     """Continue raw text."""
-    router = make_router(artifact, context, provider, threads, recurrent_kernel, **routing)
+    router = make_router(artifact, context, provider, threads, recurrent_kernel, report_placement=verbose, **routing)
     kw = _gen_kwargs(max_tokens, temp, top_p, top_k, min_p, seed, repetition_penalty, prefill_chunk)
     text = prompt if prompt is not None else sys.stdin.read()
     _print_events(router.complete(text, **kw), verbose, marker=sys.stderr)
@@ -63,7 +62,7 @@ def chat(artifact=None, prompt=None, system=None, max_tokens=512, temp=0.0, top_
          recurrent_kernel="auto", verbose=False, **routing) -> None:
     """Interactive multi-turn chat; one answer with -p/--prompt (or when stdin is not a terminal).
     `/cloud MESSAGE` sends one message to the cloud; `/reset` starts over; `/exit` quits."""
-    router = make_router(artifact, context, provider, threads, recurrent_kernel, **routing)
+    router = make_router(artifact, context, provider, threads, recurrent_kernel, report_placement=verbose, **routing)
     kw = _gen_kwargs(max_tokens, temp, top_p, top_k, min_p, seed, repetition_penalty, prefill_chunk)
     start = [{"role": "system", "content": system}] if system else []
     messages = list(start)

@@ -47,25 +47,51 @@ def resolve_providers(requested: list[str] | None, log=print) -> list[str]:
     return out
 
 
+def placement(make_session, so: ort.SessionOptions):
+    """(session, {provider: nodes}) from onnxruntime's own node-placement log, read by sending its
+    verbose log (stderr) to a temporary file while the session is made."""
+    import os
+    import re
+    import tempfile
+
+    so.log_severity_level, so.log_verbosity_level = 0, 1
+    with tempfile.TemporaryFile("w+b") as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            session = make_session()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            so.log_severity_level = 3
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    found = re.findall(r"placed on \[(\w+)\]\. Number of nodes: (\d+)", text)
+    return session, {ep: int(n) for ep, n in found}
+
+
 class Engine:
     """Loads an artifact and runs steps of tokens through it, keeping the state in place."""
 
     def __init__(self, artifact: str | Path, context: int | None = None, providers: list[str] | None = None,
-                 threads: int | None = None, verify: bool = True, log=None, recurrent_kernel: str = "auto"):
+                 threads: int | None = None, verify: bool = True, log=None, recurrent_kernel: str = "auto",
+                 report_placement: bool = False):
         self.folder = Path(artifact)
         self.log = log or (lambda m: print(m, file=sys.stderr))
         self.manifest: Manifest = load_manifest(self.folder, verify=verify)
         m = self.manifest
         self.ctx = min(context or min(m.context_length, DEFAULT_CONTEXT), m.context_length)
         self.kernel = kernels.choose(recurrent_kernel) if m.operators else None
-        self.session = self._open(resolve_providers(providers, self.log), threads)
+        self.placement: dict[str, int] | None = None  # provider -> nodes it runs (report_placement)
+        self.session = self._open(resolve_providers(providers, self.log), threads, report_placement)
         self.providers = self.session.get_providers()
         self.state = State(m.state, self.ctx)
         self.io = self.session.io_binding()
         self.io.bind_output(LOGITS, "cpu")  # bound first: get_outputs()[0] is the logits
         self.state.bind_kv(self.io)
 
-    def _open(self, providers: list[str], threads: int | None) -> ort.InferenceSession:
+    def _open(self, providers: list[str], threads: int | None, report: bool = False) -> ort.InferenceSession:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -75,6 +101,10 @@ class Engine:
         path = str(self.folder / MODEL_FILE)
         model = self._model(path, so)
         try:
+            if report:
+                session, self.placement = placement(lambda: ort.InferenceSession(model, so, providers=providers), so)
+                self.log("nodes per execution provider: " + ", ".join(f"{k} {v}" for k, v in self.placement.items()))
+                return session
             return ort.InferenceSession(model, so, providers=providers)
         except Exception as e:  # a provider may refuse the model: retry on CPU, say why
             if providers == ["CPUExecutionProvider"]:
