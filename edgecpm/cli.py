@@ -69,8 +69,8 @@ def cli():
 @click.option("--q-bits", type=int, default=4, show_default=True, help="4, 8, 16 (fp16) or 32 (fp32)")
 @click.option("--q-group-size", type=int, default=32, show_default=True)
 @click.option("--q-symmetric/--q-asymmetric", default=True, show_default=True)
-@click.option("--lm-head-bits", type=int, default=None, help="default 8 when --q-bits 4")
-@click.option("--embed-bits", type=int, default=None, help="default 8 when quantized")
+@click.option("--lm-head-bits", type=int, default=None, help="default 8 with --q-bits 4, 16 (fp16) with --q-bits 8")
+@click.option("--embed-bits", type=int, default=None, help="default 8 with --q-bits 4, 16 (fp16) with --q-bits 8")
 @click.option("--context-length", type=int, default=None, help="max context the artifact supports")
 @click.option("--tokenizer", type=click.Path(), default=None, help="take the tokenizer from this HF folder or .gguf")
 def export_cmd(**kw):

@@ -21,10 +21,8 @@ def test_fp32_prefill_and_decode_match_transformers(tiny, kind):
         assert np.abs(e.step(ids[i : i + 1])[0] - ref[i]).max() <= 1e-4
 
 
-# The issue asks int8 >= 0.99. Measured on these models: llama 0.9875 (3 of 240 positions are near-ties
-# that flip under any 8-bit noise, whatever the accuracy level or symmetry), qwen3 and minicpm 1.0.
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("bits,need", [(8, 0.98), (4, 0.90)])
+@pytest.mark.parametrize("bits,need", [(8, 0.99), (4, 0.90)])
 def test_quantized_top1_agreement(tiny, kind, bits, need):
     art, model = tiny(kind, bits)
     e = Engine(art)
