@@ -55,3 +55,18 @@ def test_manifest_describes_the_artifact(tiny):
     assert [s.kind for s in m.state] == ["kv"] * 4 and m.state[0].shape == (1, 2, "ctx", 16)
     assert {"model.onnx", "model.onnx.data", "tokenizer.json"} <= set(m.files)
     assert m.source["kind"] == "hf" and len(m.source["sha256"]) == 64
+
+
+def test_greedy_equals_transformers_generate_on_tiny_llama(tiny):
+    import torch
+
+    from edgecpm.runtime import Tokenizer, stream_generate
+
+    art, model = tiny("llama", 32)
+    e = Engine(art)
+    tok = Tokenizer(e.folder, e.manifest)
+    ids = np.random.default_rng(4).integers(3, VOCAB, 12).tolist()
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False, pad_token_id=0)[0, 12:].tolist()
+    ours = [r.token for r in stream_generate(e, tok, ids, max_tokens=32)]
+    assert ours == ref and len(ref) >= 8
