@@ -8,6 +8,7 @@ JSON, a stream cut short) is a CloudError with a one-line reason; nothing hangs 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -56,25 +57,31 @@ class CloudClient:
     def __repr__(self) -> str:
         return f"CloudClient({self.config.url!r}, model={self.config.model!r})"
 
-    def _post(self, body: dict, path: str = "/chat/completions"):
+    @contextlib.contextmanager
+    def _response(self, body: dict, path: str, broken: str):
+        """POST body; yield the 200 response; any failure on the way becomes a one-line CloudError
+        (`broken` says what a malformed or cut answer is called)."""
         headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
         self.requests += 1
-        t = self.config.timeout
-        client = httpx.Client(timeout=httpx.Timeout(t, connect=min(t, 10.0)))
-        try:
-            req = client.build_request("POST", f"{self.config.url}{path}", json=body, headers=headers)
-            resp = client.send(req, stream=True)
-        except httpx.TimeoutException:
-            client.close()
-            raise CloudError(f"{self.config.url} did not answer within {t:g} s") from None
-        except httpx.HTTPError as e:
-            client.close()
-            raise CloudError(f"cannot reach {self.config.url} ({type(e).__name__})") from None
-        if resp.status_code != 200:
-            resp.close()
-            client.close()
-            raise CloudError(f"{self.config.url} answered HTTP {resp.status_code}")
-        return client, resp
+        t, url = self.config.timeout, self.config.url
+        with httpx.Client(timeout=httpx.Timeout(t, connect=min(t, 10.0))) as client:
+            try:
+                resp = client.send(client.build_request("POST", f"{url}{path}", json=body, headers=headers),
+                                   stream=True)
+            except httpx.TimeoutException:
+                raise CloudError(f"{url} did not answer within {t:g} s") from None
+            except httpx.HTTPError as e:
+                raise CloudError(f"cannot reach {url} ({type(e).__name__})") from None
+            try:
+                if resp.status_code != 200:
+                    raise CloudError(f"{url} answered HTTP {resp.status_code}")
+                yield resp
+            except httpx.TimeoutException:
+                raise CloudError(f"{url} stalled past {t:g} s") from None
+            except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+                raise CloudError(f"{broken} from {url}") from None
+            finally:
+                resp.close()
 
     def chat(self, messages: list[dict], max_tokens: int = 256, temperature: float = 0.0) -> CloudAnswer:
         """The whole answer (non-streaming request)."""
@@ -87,45 +94,26 @@ class CloudClient:
     def _whole(self, body: dict, max_tokens: int, temperature: float, path: str) -> CloudAnswer:
         body = {"model": self.config.model, **body, "max_tokens": max_tokens, "temperature": temperature,
                 "stream": False}
-        client, resp = self._post(body, path)
-        try:
+        with self._response(body, path, "a malformed answer") as resp:
             data = json.loads(resp.read())
             choice = data["choices"][0]
             usage = data.get("usage") or {}
             text = choice["message"]["content"] if "message" in choice else choice["text"]
             return CloudAnswer(str(text or ""), usage.get("prompt_tokens"), usage.get("completion_tokens"),
                                choice.get("finish_reason"))
-        except httpx.TimeoutException:
-            raise CloudError(f"{self.config.url} stalled past {self.config.timeout:g} s") from None
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
-            raise CloudError(f"{self.config.url} sent a malformed answer") from None
-        finally:
-            resp.close()
-            client.close()
 
     def stream(self, messages: list[dict], max_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]:
         """Text deltas of a streamed answer; a stream that ends without [DONE] is a CloudError."""
         body = {"model": self.config.model, "messages": messages, "max_tokens": max_tokens,
                 "temperature": temperature, "stream": True}
-        client, resp = self._post(body)
-        try:
-            done = False
+        with self._response(body, "/chat/completions", "a stream cut short or malformed") as resp:
             for line in resp.iter_lines():
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    done = True
-                    break
+                    return
                 delta = json.loads(data)["choices"][0].get("delta") or {}
                 if delta.get("content"):
                     yield delta["content"]
-            if not done:
-                raise CloudError(f"the stream from {self.config.url} was cut short")
-        except httpx.TimeoutException:
-            raise CloudError(f"{self.config.url} stalled past {self.config.timeout:g} s") from None
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
-            raise CloudError(f"the stream from {self.config.url} was cut short or malformed") from None
-        finally:
-            resp.close()
-            client.close()
+            raise CloudError(f"the stream from {self.config.url} was cut short")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from edgecpm.cloud import CloudClient, CloudConfig, CloudError
 from edgecpm.errors import UserError
+from edgecpm.runtime.chat import ContextOverflow
 
 LOCAL, CLOUD = "local", "cloud"
 
@@ -105,14 +106,12 @@ class Router:
         if cloud or self.policy.cloud:
             yield from self._cloud_or_error(messages, "asked for", self._local(session, messages, gen, False), gen)
             return
-        n = len(session.tokenizer.encode_chat(messages))
-        if n > session.engine.ctx:
-            yield from self._cloud_or_error(
-                messages, f"the conversation ({n} tokens) exceeds the local context of {session.engine.ctx}", None, gen)
-            return
         local = self._local(session, messages, gen, True)
         try:
             first = next(local)
+        except ContextOverflow as e:  # (2): nothing local can answer this
+            yield from self._cloud_or_error(messages, _too_long("conversation", e.tokens, e.ctx), None, gen)
+            return
         except _Escalate as e:
             yield from self._cloud_or_error(messages, e.reason, self._local(session, messages, gen, False), gen)
             return
@@ -145,6 +144,8 @@ class Router:
         except _Escalate:
             stream.close()
             raise
+        except ContextOverflow:
+            raise
         except UserError as e:  # e.g. the answer ran into the context limit
             yield Event("".join(held), LOCAL, None, "length", prompt, n, error=str(e))
 
@@ -175,15 +176,15 @@ class Router:
     def complete(self, prompt: str, cloud: bool = False, **gen) -> Iterator[Event]:
         """Continue raw text. The cloud (its /completions) takes it when the model cannot load, the
         user asks, or the prompt exceeds the local context; otherwise it runs locally."""
-        session = self.session()
+        session, ids, local_ok = self.session(), None, True
         reason = f"local model unavailable: {self.local_problem}" if session is None else (
             "asked for" if cloud or self.policy.cloud else None)
         if session is not None and reason is None:
-            n = len(session.tokenizer.encode(prompt))
-            if n > session.engine.ctx:
-                reason = f"the prompt ({n} tokens) exceeds the local context of {session.engine.ctx}"
+            ids = session.tokenizer.encode(prompt)
+            if len(ids) > session.engine.ctx:
+                reason, local_ok = _too_long("prompt", len(ids), session.engine.ctx), False
         if reason is None:
-            yield from self._local_text(session, prompt, gen)
+            yield from self._local_text(session, ids, gen)
             return
         if self.cloud is not None:
             try:
@@ -195,14 +196,14 @@ class Router:
         else:
             why = "--local-only forbids the cloud" if self.policy.local_only else "no cloud is configured"
             reason += f", and {why}"
-        if session is None or "exceeds" in reason:
+        if session is None or not local_ok:
             yield Event("", LOCAL, reason, "error", error=reason)
             return
         for i, ev in enumerate(self._local_text(session, prompt, gen)):
             ev.reason = ev.reason or (f"{reason}; answered locally" if i == 0 else None)
             yield ev
 
-    def _local_text(self, session, prompt: str, gen) -> Iterator[Event]:
+    def _local_text(self, session, prompt: str | list[int], gen) -> Iterator[Event]:
         from edgecpm.runtime.generate import stream_generate
 
         session.reset()  # raw text shares no conversation state
@@ -212,3 +213,7 @@ class Router:
                             prompt_tps=r.prompt_tps, generation_tps=r.generation_tps)
         except UserError as e:
             yield Event("", LOCAL, None, "error", error=str(e))
+
+
+def _too_long(what: str, tokens: int, ctx: int) -> str:
+    return f"the {what} ({tokens} tokens) exceeds the local context of {ctx}"

@@ -2,6 +2,7 @@
 router's five policies, cloud failures, --local-only, and a load test."""
 
 import concurrent.futures as cf
+import os
 import subprocess
 import sys
 import time
@@ -150,7 +151,7 @@ def test_local_only_never_connects(art):
 def test_cli_marks_where_the_answer_came_from(art, cloud_server):
     r = subprocess.run([sys.executable, "-m", "edgecpm.cli", "chat", str(art), "--cloud", "-m", "6",
                         "-p", "Hello"], capture_output=True, text=True, timeout=120,
-                       env={**__import__("os").environ, "EDGECPM_CLOUD_URL": f"{cloud_server.url}/v1",
+                       env={**os.environ, "EDGECPM_CLOUD_URL": f"{cloud_server.url}/v1",
                             "EDGECPM_CLOUD_API_KEY": "sk-secret-value"})
     assert r.returncode == 0 and "[cloud: asked for]" in r.stdout
     assert "sk-secret-value" not in r.stdout + r.stderr

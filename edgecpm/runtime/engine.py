@@ -100,17 +100,20 @@ class Engine:
         so.log_severity_level = 3
         path = str(self.folder / MODEL_FILE)
         model = self._model(path, so)
+        def create(provs: list[str]) -> ort.InferenceSession:
+            if not report:
+                return ort.InferenceSession(model, so, providers=provs)
+            session, self.placement = placement(lambda: ort.InferenceSession(model, so, providers=provs), so)
+            self.log("nodes per execution provider: " + ", ".join(f"{k} {v}" for k, v in self.placement.items()))
+            return session
+
         try:
-            if report:
-                session, self.placement = placement(lambda: ort.InferenceSession(model, so, providers=providers), so)
-                self.log("nodes per execution provider: " + ", ".join(f"{k} {v}" for k, v in self.placement.items()))
-                return session
-            return ort.InferenceSession(model, so, providers=providers)
+            return create(providers)
         except Exception as e:  # a provider may refuse the model: retry on CPU, say why
             if providers == ["CPUExecutionProvider"]:
                 raise UserError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
             self.log(f"{providers[0]} refused the model ({str(e).splitlines()[0]}); falling back to CPU")
-            return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+            return create(["CPUExecutionProvider"])
 
     def _model(self, path: str, so: ort.SessionOptions) -> str | bytes:
         """The model to open: the file itself, or its graph with the ai.edgecpm ops moved to the
