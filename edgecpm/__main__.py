@@ -1,5 +1,5 @@
 """python -m edgecpm"""
 
-from edgecpm.cli import main
+from edgecpm.app.cli import main
 
 main()

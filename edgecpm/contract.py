@@ -17,7 +17,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgecpm.errors import UserError
+
+class UserError(Exception):
+    """Bad input the user can fix: the message says what is wrong and how. The CLI prints it as one
+    line and exits with code 2; the server answers it as an OpenAI error."""
+
 
 FORMAT = "edgecpm"
 FORMAT_VERSION = 1
@@ -34,6 +38,7 @@ LOGITS_INDICES = "logits_indices"  # [n] int64: positions of this step that reac
 LOGITS = "logits"  # [1, n, vocab] float32
 
 STATE_KINDS = ("kv", "conv", "recurrent")
+DEFAULT_CONTEXT = 4096  # context a runtime allocates when none is asked for (capped by the model's)
 DTYPES = {"float32": 4, "float16": 2}
 
 
@@ -106,6 +111,15 @@ class Manifest:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False)
+
+    def runtime_context(self, requested: int | None = None) -> int:
+        """The context a runtime allocates: the one requested (default DEFAULT_CONTEXT), capped by the model's."""
+        return min(requested or DEFAULT_CONTEXT, self.context_length)
+
+    def memory_bytes(self, ctx: int) -> int:
+        """Weights plus all state at context `ctx`: what loading the artifact needs at least."""
+        fixed, per_tok = self.state_bytes(ctx)
+        return self.weights_bytes + fixed + per_tok * ctx
 
     def state_bytes(self, ctx: int) -> tuple[int, int]:
         """(fixed bytes, bytes per context token) of all state tensors."""

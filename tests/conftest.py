@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("EDGECPM_HOME", str(Path(__file__).parent.parent / "models"))  # default artifact cache
+# The default artifact is exported once per test run into a temp folder: tests never write into the repo.
+os.environ.setdefault("EDGECPM_HOME", tempfile.mkdtemp(prefix="edgecpm-test-home-"))
 
 VOCAB = 320  # 256 byte tokens + merges + specials
 TINY = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

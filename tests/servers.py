@@ -27,7 +27,7 @@ class EdgecpmServer:
     def __init__(self, artifact, *flags: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgecpm.cli", "serve", str(artifact), "--port",
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgecpm", "serve", str(artifact), "--port",
                                       str(self.port), *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.time() + 90
         while time.time() < deadline:

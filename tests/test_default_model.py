@@ -1,12 +1,12 @@
 """The embedded default model (SmolLM2-135M-Instruct Q4_1 GGUF) against transformers loading the same GGUF."""
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgecpm.defaults import default_gguf
+from edgecpm.app.defaults import default_artifact
+from edgecpm.export.embedded import default_gguf
 from edgecpm.runtime import ChatSession, Engine, Tokenizer, generate, load, stream_generate
 
 TEXT = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after "
@@ -70,8 +70,7 @@ def test_tokenizer_round_trips_like_transformers(fp32, hf_model):
 
 
 def test_int4_default_answers_paris(tmp_path):
-    os.environ["EDGECPM_HOME"] = str(Path(__file__).parent.parent / "models")
-    engine, tok = load(None)  # the default artifact, exported on first use
+    engine, tok = load(default_artifact())  # exported on first use
     assert engine.manifest.quantization.bits == 4
     answer = ChatSession(engine, tok).ask("What is the capital of France?", max_tokens=48)
     assert "Paris" in answer

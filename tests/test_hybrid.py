@@ -100,8 +100,8 @@ def test_info_state_bytes_for_the_qwen3_5_2b_state_shape(tmp_path):
     import transformers as tf
     from conftest import HYBRID, write_tokenizer
 
+    from edgecpm.app.commands import info
     from edgecpm.export import export
-    from edgecpm.runtime.commands import info
 
     cfg = tf.Qwen3_5TextConfig(**{**HYBRID, "num_hidden_layers": 24, "num_attention_heads": 8, "head_dim": 256,
                                   "intermediate_size": 32}, linear_num_key_heads=16, linear_num_value_heads=16,
@@ -134,7 +134,7 @@ def test_unknown_layer_type_is_a_one_line_error(tmp_path):
     cfg = {**HYBRID, "model_type": "qwen3_5_text", "layer_types": types, "linear_num_key_heads": 2}
     (folder / "config.json").write_text(json.dumps(cfg))
     (folder / "model.safetensors").write_bytes(b"")
-    r = subprocess.run([sys.executable, "-m", "edgecpm.cli", "export", str(folder), "-o", str(tmp_path / "out")],
+    r = subprocess.run([sys.executable, "-m", "edgecpm", "export", str(folder), "-o", str(tmp_path / "out")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "'mamba'" in r.stderr and "full_attention, linear_attention" in r.stderr

@@ -5,7 +5,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from edgecpm.errors import UserError
+from edgecpm.contract import UserError
 from edgecpm.export.quant import dequantize, quantize
 
 

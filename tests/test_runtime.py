@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import TINY
 
+from edgecpm.app.defaults import default_artifact
 from edgecpm.runtime import ChatSession, load
 from edgecpm.runtime import sample as S
 from edgecpm.runtime.generate import _StopFilter, stream_generate
@@ -46,7 +47,7 @@ def test_stop_filter_holds_back_partial_stop_strings():
 
 @pytest.fixture(scope="module")
 def smol():
-    return load(None)
+    return load(default_artifact())
 
 
 def test_streaming_detokenizer_never_splits_utf8(smol):
@@ -93,7 +94,7 @@ def test_snapshot_restore_branches(smol):
 
 
 def run_cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "edgecpm.cli", *args], capture_output=True, text=True, **kw)
+    return subprocess.run([sys.executable, "-m", "edgecpm", *args], capture_output=True, text=True, **kw)
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path, smol):

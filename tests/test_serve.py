@@ -12,8 +12,8 @@ import psutil
 import pytest
 from servers import EdgecpmServer, FakeCloud, free_port
 
-from edgecpm.cloud import CloudConfig
-from edgecpm.router import RoutePolicy, Router
+from edgecpm.app.cloud import CloudConfig
+from edgecpm.app.router import RoutePolicy, Router
 
 HI = [{"role": "user", "content": "Hello world, how are you today?"}]
 GEN = dict(max_tokens=12)
@@ -140,7 +140,7 @@ def test_escalation_mid_conversation_sends_messages_and_local_catches_up(art):
 
 def test_local_only_never_connects(art):
     fake = FakeCloud("ok")
-    r = subprocess.run([sys.executable, "-m", "edgecpm.cli", "chat", str(art), "--context", "8", "--local-only",
+    r = subprocess.run([sys.executable, "-m", "edgecpm", "chat", str(art), "--context", "8", "--local-only",
                         "--cloud-url", fake.url, "-p", "Hello world, how are you today?"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--local-only forbids the cloud" in r.stderr, r.stderr
@@ -149,7 +149,7 @@ def test_local_only_never_connects(art):
 
 
 def test_cli_marks_where_the_answer_came_from(art, cloud_server):
-    r = subprocess.run([sys.executable, "-m", "edgecpm.cli", "chat", str(art), "--cloud", "-m", "6",
+    r = subprocess.run([sys.executable, "-m", "edgecpm", "chat", str(art), "--cloud", "-m", "6",
                         "-p", "Hello"], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "EDGECPM_CLOUD_URL": f"{cloud_server.url}/v1",
                             "EDGECPM_CLOUD_API_KEY": "sk-secret-value"})

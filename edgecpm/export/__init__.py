@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 from edgecpm import __version__
-from edgecpm.contract import MANIFEST, MODEL_FILE, Manifest, Quantization, sha256_file
-from edgecpm.defaults import default_gguf
-from edgecpm.errors import UserError
+from edgecpm.contract import MANIFEST, MODEL_FILE, Manifest, Quantization, UserError, sha256_file
+from edgecpm.export.embedded import default_gguf
 
 MAX_DEFAULT_CONTEXT = 32768  # rotary caches are sized to the context; real configs say up to 262144
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecpm.contract import sha256_file
-from edgecpm.errors import UserError
+from edgecpm.contract import UserError, sha256_file
 
 
 class HFSource:

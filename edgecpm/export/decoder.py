@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 
 from onnx import TensorProto
 
-from edgecpm.contract import INPUT_IDS, LOGITS, LOGITS_INDICES, SEQLENS_K, TOTAL_SEQ_LEN
-from edgecpm.errors import UserError
+from edgecpm.contract import INPUT_IDS, LOGITS, LOGITS_INDICES, SEQLENS_K, TOTAL_SEQ_LEN, UserError
 from edgecpm.export.blocks import F32, I32, I64, Ctx, add_rms_norm, embedding, linear, swiglu_mlp
 
 

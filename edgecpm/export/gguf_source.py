@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecpm.contract import sha256_file
-from edgecpm.errors import UserError
+from edgecpm.contract import UserError, sha256_file
 
 # llama.cpp tensor name -> HF name ({i} = layer index)
 TENSOR_NAMES = {

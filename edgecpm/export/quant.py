@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgecpm.errors import UserError
+from edgecpm.contract import UserError
 
 ROW_CHUNK = 8192  # rows quantized at a time: bounds the temporaries for a 250k-row lm_head
 

@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from edgecpm.errors import UserError
+from edgecpm.contract import UserError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                    "generation_config.json", "chat_template.jinja")

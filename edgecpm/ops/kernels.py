@@ -17,7 +17,7 @@ import functools
 import os
 from dataclasses import dataclass
 
-from edgecpm.errors import UserError
+from edgecpm.contract import UserError
 from edgecpm.ops import DOMAIN, OPS
 
 KERNELS = ("auto", "function", "ort", "native")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from edgecpm.errors import UserError
+from edgecpm.contract import UserError
 from edgecpm.runtime.engine import Engine
 from edgecpm.runtime.generate import GenerationResponse, stream_tokens
 from edgecpm.runtime.state import Snapshot

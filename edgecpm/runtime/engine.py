@@ -19,9 +19,9 @@ from edgecpm.contract import (
     SEQLENS_K,
     TOTAL_SEQ_LEN,
     Manifest,
+    UserError,
     load_manifest,
 )
-from edgecpm.errors import UserError
 from edgecpm.ops import kernels
 from edgecpm.runtime.state import State
 
@@ -29,7 +29,6 @@ PROVIDERS = {
     "cpu": "CPUExecutionProvider", "xnnpack": "XnnpackExecutionProvider", "nnapi": "NnapiExecutionProvider",
     "coreml": "CoreMLExecutionProvider", "qnn": "QNNExecutionProvider", "cuda": "CUDAExecutionProvider",
 }
-DEFAULT_CONTEXT = 4096
 
 
 def resolve_providers(requested: list[str] | None, log=print) -> list[str]:
@@ -76,12 +75,12 @@ class Engine:
 
     def __init__(self, artifact: str | Path, context: int | None = None, providers: list[str] | None = None,
                  threads: int | None = None, verify: bool = True, log=None, recurrent_kernel: str = "auto",
-                 report_placement: bool = False):
+                 report_placement: bool = False, manifest: Manifest | None = None):
         self.folder = Path(artifact)
         self.log = log or (lambda m: print(m, file=sys.stderr))
-        self.manifest: Manifest = load_manifest(self.folder, verify=verify)
+        self.manifest: Manifest = manifest or load_manifest(self.folder, verify=verify)
         m = self.manifest
-        self.ctx = min(context or min(m.context_length, DEFAULT_CONTEXT), m.context_length)
+        self.ctx = m.runtime_context(context)
         self.kernel = kernels.choose(recurrent_kernel) if m.operators else None
         self.placement: dict[str, int] | None = None  # provider -> nodes it runs (report_placement)
         self.session = self._open(resolve_providers(providers, self.log), threads, report_placement)

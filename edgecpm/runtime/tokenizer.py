@@ -6,8 +6,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from edgecpm.contract import Manifest
-from edgecpm.errors import UserError
+from edgecpm.contract import Manifest, UserError
 
 
 class Tokenizer:

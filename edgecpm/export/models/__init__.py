@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-from edgecpm.errors import UserError
+from edgecpm.contract import UserError
 
 ARCHITECTURES = {
     "llama": "edgecpm.export.models.llama",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgecpm.errors import UserError
+from edgecpm.contract import UserError
 from edgecpm.export import decoder
 from edgecpm.export.blocks import AttnShape, Ctx, gqa, head_norm, linear, rms_norm, rotary_caches
 from edgecpm.export.decoder import Args

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from edgecpm.router import Event, Router
+from edgecpm.app.router import Event, Router
 
 
 class Gate:
@@ -223,14 +223,11 @@ def _chunk(kind: str, meta: dict, ev: Event, role: bool = False, final: bool = F
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def serve(artifact=None, host: str = "127.0.0.1", port: int = 8000, queue_size: int = 8, router: Router = None,
+def serve(host: str = "127.0.0.1", port: int = 8000, queue_size: int = 8, router: Router = None,
           log_level: str = "warning") -> None:
     """Run the server until interrupted."""
     import uvicorn
 
-    from edgecpm.defaults import default_artifact
-
-    router.artifact = router.artifact or artifact or default_artifact()
     router.session()  # load now: the first request should not pay for it
     name = str(router.artifact).rstrip("/").split("/")[-1]
     print(f"edgecpm serve: {name} on http://{host}:{port}/v1 (queue {queue_size})", flush=True)

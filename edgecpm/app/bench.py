@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from edgecpm.app.defaults import resolve_artifact
 from edgecpm.runtime import load
 
 
@@ -51,7 +52,8 @@ def bench(artifact=None, prompt_lengths=(128, 512), decode_tokens=64, depth=0, r
           provider=(), prefill_chunk=512, recurrent_kernel="auto", as_json=False) -> dict:
     """Run the benchmark and print a table (or JSON)."""
     need = max(max(prompt_lengths), depth + decode_tokens + 1)
-    engine, _ = load(artifact, context or max(need, 4096 if depth < 4096 else need), list(provider) or None, threads,
+    ctx = context or max(need, 4096 if depth < 4096 else need)
+    engine, _ = load(resolve_artifact(artifact), ctx, list(provider) or None, threads,
                      recurrent_kernel=recurrent_kernel, report_placement=True)
     res = measure(engine, prompt_lengths, decode_tokens, depth, runs, prefill_chunk)
     res["artifact"] = str(engine.folder)

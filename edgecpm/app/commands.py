@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from edgecpm.errors import UserError
+from edgecpm.app.defaults import resolve_artifact
+from edgecpm.contract import UserError
 
 DEFAULT_PROMPT = "What is the capital of France?"
 
@@ -18,13 +19,13 @@ def make_router(artifact, context, provider, threads, recurrent_kernel, cloud_ur
                 cloud_api_key=None, cloud_timeout=30.0, cloud=False, local_only=False, memory_budget=None,
                 local_timeout=None, escalate_entropy=None, entropy_tokens=8, report_placement=False):
     """A Router from the CLI's load and routing flags."""
-    from edgecpm.cloud import CloudConfig
-    from edgecpm.router import RoutePolicy, Router
+    from edgecpm.app.cloud import CloudConfig
+    from edgecpm.app.router import RoutePolicy, Router
 
     policy = RoutePolicy(local_only, cloud, memory_budget, local_timeout, escalate_entropy, entropy_tokens)
     cfg = None if local_only else CloudConfig.resolve(cloud_url, cloud_model, cloud_api_key, cloud_timeout)
-    return Router(artifact, policy, cfg, context=context, providers=list(provider) or None, threads=threads,
-                  recurrent_kernel=recurrent_kernel, report_placement=report_placement)
+    return Router(resolve_artifact(artifact), policy, cfg, context=context, providers=list(provider) or None,
+                  threads=threads, recurrent_kernel=recurrent_kernel, report_placement=report_placement)
 
 
 def _print_events(events, verbose: bool, marker=sys.stdout) -> None:
@@ -111,19 +112,18 @@ def serve(artifact=None, host="127.0.0.1", port=8000, queue_size=8, context=None
           recurrent_kernel="auto", **routing) -> None:
     """Run the OpenAI-compatible server (needs the `serve` extra: fastapi, uvicorn)."""
     try:
-        from edgecpm.server import serve as run
+        from edgecpm.app.server import serve as run
     except ImportError as e:
         raise UserError(f"edgecpm serve needs {e.name}; pip install 'edgecpm[serve]'") from None
-    run(artifact, host, port, queue_size, make_router(artifact, context, provider, threads, recurrent_kernel,
+    run(host, port, queue_size, make_router(artifact, context, provider, threads, recurrent_kernel,
                                                       **routing))
 
 
 def info(artifact=None, context=None) -> None:
     """Print a manifest summary: layers, quantization, state bytes, weight bytes."""
     from edgecpm.contract import load_manifest
-    from edgecpm.defaults import default_artifact
 
-    folder = artifact or default_artifact()
+    folder = resolve_artifact(artifact)
     m = load_manifest(folder, verify=False)
     ctx = context or m.context_length
     fixed, per_tok = m.state_bytes(ctx)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from edgecpm.errors import UserError
+from edgecpm.contract import UserError
 
 ARTIFACT = click.argument("artifact", required=False, type=click.Path())
 RECURRENT_KERNEL = click.option(
@@ -37,7 +37,7 @@ def sampling(f):
 
 
 def routing(f):
-    """Device-cloud routing flags shared by chat, generate and serve (see edgecpm.router)."""
+    """Device-cloud routing flags shared by chat, generate and serve (see edgecpm.app.router)."""
     opts = [
         click.option("--cloud-url", default=None, help="OpenAI-compatible base URL (env EDGECPM_CLOUD_URL)"),
         click.option("--cloud-model", default=None, help="model name at the cloud (env EDGECPM_CLOUD_MODEL)"),
@@ -87,7 +87,7 @@ def export_cmd(**kw):
 @routing
 def generate(**kw):
     """Continue raw text (no chat template)."""
-    from edgecpm.runtime.commands import generate_text
+    from edgecpm.app.commands import generate_text
 
     generate_text(**kw)
 
@@ -100,7 +100,7 @@ def generate(**kw):
 @routing
 def chat(**kw):
     """Chat with the artifact's chat template; state is kept across turns."""
-    from edgecpm.runtime.commands import chat as run_chat
+    from edgecpm.app.commands import chat as run_chat
 
     run_chat(**kw)
 
@@ -118,7 +118,7 @@ def chat(**kw):
 @routing
 def serve(**kw):
     """OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
-    from edgecpm.runtime.commands import serve as run_serve
+    from edgecpm.app.commands import serve as run_serve
 
     run_serve(**kw)
 
@@ -128,7 +128,7 @@ def serve(**kw):
 @click.option("--context", type=int, default=None, help="context length for the state-size total")
 def info(**kw):
     """Manifest summary: layers, quantization, weight bytes, state bytes."""
-    from edgecpm.runtime.commands import info as run_info
+    from edgecpm.app.commands import info as run_info
 
     run_info(**kw)
 
@@ -147,7 +147,7 @@ def info(**kw):
 @click.option("--json", "as_json", is_flag=True)
 def bench(prompt_lengths, **kw):
     """Prefill/decode tok/s, time to first token and peak RSS."""
-    from edgecpm.runtime.bench import bench as run_bench
+    from edgecpm.app.bench import bench as run_bench
 
     try:
         lengths = tuple(int(x) for x in prompt_lengths.split(","))

@@ -23,8 +23,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from edgecpm.cloud import CloudClient, CloudConfig, CloudError
-from edgecpm.errors import UserError
+from edgecpm.app.cloud import CloudClient, CloudConfig, CloudError
+from edgecpm.contract import UserError, load_manifest
+from edgecpm.runtime import ChatSession, load
 from edgecpm.runtime.chat import ContextOverflow
 
 LOCAL, CLOUD = "local", "cloud"
@@ -62,7 +63,7 @@ class _Escalate(Exception):
 
 
 class Router:
-    def __init__(self, artifact=None, policy: RoutePolicy = RoutePolicy(), cloud: CloudConfig | None = None,
+    def __init__(self, artifact, policy: RoutePolicy = RoutePolicy(), cloud: CloudConfig | None = None,
                  **load_kw):
         self.artifact, self.policy, self.load_kw = artifact, policy, load_kw
         self.cloud = CloudClient(cloud) if cloud and not policy.local_only else None
@@ -73,26 +74,21 @@ class Router:
         """The local ChatSession, loaded on first use; None (with local_problem set) if it cannot be."""
         if self._session is None and self.local_problem is None:
             try:
-                self._check_budget()
-                from edgecpm.runtime import ChatSession, load
-
-                self._session = ChatSession(*load(self.artifact, **self.load_kw))
+                manifest = load_manifest(self.artifact, verify=self.load_kw.get("verify", True))
+                self._check_budget(manifest)
+                self._session = ChatSession(*load(self.artifact, manifest=manifest, **self.load_kw))
             except UserError as e:
                 self.local_problem = str(e)
+            except Exception as e:  # noqa: BLE001 -- any local failure is a reason to route, with its text
+                self.local_problem = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         return self._session
 
-    def _check_budget(self) -> None:
+    def _check_budget(self, m) -> None:
         budget = self.policy.memory_budget_mb
         if budget is None:
             return
-        from edgecpm.contract import load_manifest
-        from edgecpm.defaults import default_artifact
-        from edgecpm.runtime.engine import DEFAULT_CONTEXT
-
-        m = load_manifest(self.artifact or default_artifact(), verify=False)
-        ctx = min(self.load_kw.get("context") or min(m.context_length, DEFAULT_CONTEXT), m.context_length)
-        fixed, per_tok = m.state_bytes(ctx)
-        need = (m.weights_bytes + fixed + per_tok * ctx) / 2**20
+        ctx = m.runtime_context(self.load_kw.get("context"))
+        need = m.memory_bytes(ctx) / 2**20
         if need > budget:
             raise UserError(f"the model needs {need:.0f} MB (weights + state at {ctx} tokens), over the "
                             f"--memory-budget of {budget:g} MB")
