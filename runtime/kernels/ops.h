@@ -1,0 +1,31 @@
+// ai.edgecpm kernels (fp32). Semantics: ONNX opset 27 LinearAttention / CausalConvWithState and
+// onnxruntime's com.microsoft kernels; plain reference: edgecpm/ops/reference.py.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace edgecpm_ops {
+
+enum class Rule { Linear, Gated, Delta, GatedDelta };
+
+struct LinearAttentionShape {
+  int64_t B, T, hq, hkv, dk, dv;
+  bool decay_per_key;  // decay [B, T, hkv * dk] rather than [B, T, hkv]
+  bool beta_per_head;  // beta [B, T, hkv] rather than [B, T, 1]
+  float scale;
+};
+
+// out [B, T, max(hq, hkv) * dv]; state [B, hkv, dk, dv] in: past (zeros if none), out: present (in place).
+void linear_attention(Rule rule, const LinearAttentionShape& s, const float* q, const float* k, const float* v,
+                      const float* decay, const float* beta, float* state, float* out);
+
+// One (batch, kv head) of it: the unit of parallel work.
+void linear_attention_head(Rule rule, const LinearAttentionShape& s, const float* q, const float* k, const float* v,
+                           const float* decay, const float* beta, float* state, float* out, int64_t b, int64_t h);
+
+// input [B, C, L], weight [C, K], bias [C] or null, state [B, C, K-1] (in: past, out: present, in place).
+void causal_conv(int64_t B, int64_t C, int64_t L, int64_t K, const float* x, const float* w, const float* bias,
+                 float* state, float* out, bool silu);
+
+}  // namespace edgecpm_ops
