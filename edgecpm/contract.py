@@ -83,7 +83,12 @@ class Quantization:
     lm_head_bits: int = 8
     embed_bits: int = 16
     accuracy_level: int = 4
-    overrides: dict = field(default_factory=dict)  # tensor-name prefix -> bits
+    # How the integers were chosen: "rtn" round-to-nearest, "search" error-minimizing block scales
+    # (weighted by activation importance when `calibration` names a text), "gguf" the source's blocks
+    # kept exactly (`carried`: GGUF type -> tensors kept; the rest re-quantized by "search").
+    method: str = "rtn"
+    calibration: str | None = None
+    carried: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -140,15 +145,19 @@ def load_manifest(folder: Path | str, verify: bool = True) -> Manifest:
     """Read and check an artifact's manifest; raise UserError with the reason and the fix."""
     folder = Path(folder)
     path = folder / MANIFEST
+    if folder.is_file():
+        raise UserError(f"{folder} is a file, not an artifact folder; pass the folder that holds {MANIFEST}")
     if not folder.is_dir():
         raise UserError(f"artifact folder {folder} does not exist; export one with `edgecpm export SOURCE -o {folder}`")
     if not path.is_file():
         raise UserError(f"{folder} is not an edgecpm artifact (no {MANIFEST}); re-export it with `edgecpm export`")
     try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; re-export the artifact") from None
+    except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON ({e.msg}); re-export the artifact") from None
-    if raw.get("format") != FORMAT:
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise UserError(f"{path} is not an edgecpm manifest; re-export the artifact")
     version = raw.get("format_version")
     if version != FORMAT_VERSION:
@@ -156,18 +165,43 @@ def load_manifest(folder: Path | str, verify: bool = True) -> Manifest:
             f"artifact format version {version} is not supported by this edgecpm (it reads version "
             f"{FORMAT_VERSION}); re-export it with this edgecpm's `edgecpm export`"
         )
-    try:
-        raw["state"] = [StateSpec(**{**s, "shape": tuple(s["shape"])}) for s in raw["state"]]
-        raw["quantization"] = Quantization(**raw["quantization"])
-        manifest = Manifest(**raw)
-    except (TypeError, KeyError) as e:
-        raise UserError(f"{path} does not follow format version {FORMAT_VERSION} ({e}); "
-                        "re-export the artifact") from None
+    manifest = _parse(raw, path)
     for spec in manifest.state:
         if spec.kind not in STATE_KINDS:
             raise UserError(f"state {spec.input} has kind {spec.kind!r}; this edgecpm runs {STATE_KINDS}")
     check_files(folder, manifest, hashes=verify)
     return manifest
+
+
+# The manifest's typed keys (JSON types); anything else is refused with the key's name.
+_TYPES = {"architecture": str, "layer_types": list, "context_length": int, "vocab_size": int, "hidden_size": int,
+          "state": list, "quantization": dict, "tokenizer": dict, "files": dict, "weights_bytes": int,
+          "operators": list, "inputs": list, "outputs": list}
+
+
+def _parse(raw: dict, path: Path) -> Manifest:
+    """The Manifest from parsed JSON, every key and file entry type-checked."""
+    def bad(what: str) -> UserError:
+        return UserError(f"{path} does not follow format version {FORMAT_VERSION} ({what}); re-export the artifact")
+
+    for key, typ in _TYPES.items():
+        if key in raw and (not isinstance(raw[key], typ) or isinstance(raw[key], bool)):
+            raise bad(f"{key!r} must be a JSON {typ.__name__}")
+    for name, meta in raw.get("files", {}).items():
+        if not isinstance(meta, dict) or not isinstance(meta.get("bytes"), int) or not isinstance(
+                meta.get("sha256"), str):
+            raise bad(f"files entry {name!r} needs integer 'bytes' and string 'sha256'")
+    try:
+        raw = {**raw, "state": [StateSpec(**{**s, "shape": tuple(s["shape"])}) for s in raw["state"]],
+               "quantization": Quantization(**_without(raw["quantization"], "overrides"))}
+        return Manifest(**raw)
+    except (TypeError, KeyError, AttributeError) as e:
+        raise bad(str(e)) from None
+
+
+def _without(d: dict, key: str) -> dict:
+    """`d` less a key that earlier version-1 exporters wrote and nothing reads (`overrides`, always {})."""
+    return {k: v for k, v in d.items() if k != key}
 
 
 def check_files(folder: Path, manifest: Manifest, hashes: bool = True) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 
 from edgecpm.app.defaults import resolve_artifact
 from edgecpm.contract import UserError
@@ -17,7 +20,8 @@ def _gen_kwargs(max_tokens, temp, top_p, top_k, min_p, seed, repetition_penalty,
 
 def make_router(artifact, context, provider, threads, recurrent_kernel, cloud_url=None, cloud_model=None,
                 cloud_api_key=None, cloud_timeout=30.0, cloud=False, local_only=False, memory_budget=None,
-                local_timeout=None, escalate_entropy=None, entropy_tokens=8, report_placement=False):
+                local_timeout=None, escalate_entropy=None, entropy_tokens=8, report_placement=False,
+                reuse_generated=True):
     """A Router from the CLI's load and routing flags."""
     from edgecpm.app.cloud import CloudConfig
     from edgecpm.app.router import RoutePolicy, Router
@@ -25,7 +29,8 @@ def make_router(artifact, context, provider, threads, recurrent_kernel, cloud_ur
     policy = RoutePolicy(local_only, cloud, memory_budget, local_timeout, escalate_entropy, entropy_tokens)
     cfg = None if local_only else CloudConfig.resolve(cloud_url, cloud_model, cloud_api_key, cloud_timeout)
     return Router(resolve_artifact(artifact), policy, cfg, context=context, providers=list(provider) or None,
-                  threads=threads, recurrent_kernel=recurrent_kernel, report_placement=report_placement)
+                  threads=threads, recurrent_kernel=recurrent_kernel, report_placement=report_placement,
+                  reuse_generated=reuse_generated)
 
 
 def _print_events(events, verbose: bool, marker=sys.stdout) -> None:
@@ -48,42 +53,76 @@ def _print_events(events, verbose: bool, marker=sys.stdout) -> None:
               f"tok, {last.generation_tps:.1f} tok/s | {last.finish_reason}]", file=sys.stderr)
 
 
+def _check_text(text: str, what: str) -> str:
+    """`text` if it is non-empty valid UTF-8 (click keeps undecodable argv bytes as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"{what} is not valid UTF-8; pass UTF-8 text") from None
+    if not text.strip():
+        raise UserError(f"{what} is empty; pass text with -p/--prompt or on stdin")
+    return text
+
+
+def _read_stdin() -> str:
+    """All of stdin, decoded strictly as UTF-8."""
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError("stdin is not valid UTF-8; pass UTF-8 text") from None
+
+
 def generate_text(artifact=None, prompt=None, max_tokens=256, temp=0.0, top_p=1.0, top_k=0, min_p=0.0, seed=None,
                   repetition_penalty=1.0, context=None, prefill_chunk=512, provider=(), threads=None,
                   recurrent_kernel="auto", verbose=False, **routing) -> None:
     """Continue raw text."""
+    text = _check_text(prompt if prompt is not None else _read_stdin(), "the prompt")
     router = make_router(artifact, context, provider, threads, recurrent_kernel, report_placement=verbose, **routing)
     kw = _gen_kwargs(max_tokens, temp, top_p, top_k, min_p, seed, repetition_penalty, prefill_chunk)
-    text = prompt if prompt is not None else sys.stdin.read()
     _print_events(router.complete(text, **kw), verbose, marker=sys.stderr)
 
 
 def chat(artifact=None, prompt=None, system=None, max_tokens=512, temp=0.0, top_p=1.0, top_k=0, min_p=0.0,
          seed=None, repetition_penalty=1.0, context=None, prefill_chunk=512, provider=(), threads=None,
          recurrent_kernel="auto", verbose=False, **routing) -> None:
-    """Interactive multi-turn chat; one answer with -p/--prompt (or when stdin is not a terminal).
-    `/cloud MESSAGE` sends one message to the cloud; `/reset` starts over; `/exit` quits."""
+    """Interactive multi-turn chat; one answer with -p/--prompt (or when stdin is not a terminal: an
+    empty stdin asks DEFAULT_PROMPT). `/cloud MESSAGE` sends one message to the cloud; `/reset` starts
+    over; `/exit` quits. Ctrl-C stops the answer being written and keeps the conversation; Ctrl-C at
+    the prompt exits."""
+    if prompt is not None:
+        _check_text(prompt, "the prompt")
+    if system is not None:
+        _check_text(system, "the --system message")
+    if prompt is None and not sys.stdin.isatty():
+        prompt = _read_stdin().strip() or DEFAULT_PROMPT
     router = make_router(artifact, context, provider, threads, recurrent_kernel, report_placement=verbose, **routing)
     kw = _gen_kwargs(max_tokens, temp, top_p, top_k, min_p, seed, repetition_penalty, prefill_chunk)
     start = [{"role": "system", "content": system}] if system else []
-    messages = list(start)
-    if prompt is None and not sys.stdin.isatty():
-        prompt = sys.stdin.read().strip() or DEFAULT_PROMPT
     if prompt is not None:
         print(f">>> {prompt}")
-        _print_events(router.respond(messages + [{"role": "user", "content": prompt}], **kw), verbose)
+        _print_events(router.respond(start + [{"role": "user", "content": prompt}], **kw), verbose)
         return
     session = router.session()
     where = f"{session.engine.manifest.architecture} on {session.engine.providers[0]}" if session else "cloud only"
-    print(f"edgecpm chat: {where}; /cloud MESSAGE, /reset, /exit")
+    print(f"edgecpm chat: {where}; /cloud MESSAGE, /reset, /exit; Ctrl-C stops an answer")
+    chat_loop(router, start, kw, verbose)
+
+
+def chat_loop(router, start: list[dict], kw: dict, verbose: bool = False, read=input) -> list[dict]:
+    """The interactive loop over `read(prompt)` lines; returns the conversation when the user leaves.
+    A line that is not UTF-8, a turn that fails, or Ctrl-C during an answer never ends the session."""
+    messages = list(start)
     while True:
         try:
-            line = input(">>> ").strip()
+            line = read(">>> ").strip()
+        except UnicodeDecodeError:
+            print("error: that line is not valid UTF-8; type it again", file=sys.stderr)
+            continue
         except (EOFError, KeyboardInterrupt):
             print()
-            return
+            return messages
         if line in ("/exit", "/quit"):
-            return
+            return messages
         if line == "/reset":
             messages = list(start)
             print("[conversation reset]")
@@ -93,30 +132,52 @@ def chat(artifact=None, prompt=None, system=None, max_tokens=512, temp=0.0, top_
         if not line:
             continue
         messages.append({"role": "user", "content": line})
-        text = []
+        text: list[str] = []
         try:
-            _print_events(_collect(router.respond(messages, cloud=to_cloud, **kw), text), verbose)
+            with _interruptible() as stopped:
+                _print_events(_collect(router.respond(messages, cloud=to_cloud, **kw), text, stopped), verbose)
             messages.append({"role": "assistant", "content": "".join(text)})
         except UserError as e:
             messages.pop()
             print(f"error: {e}", file=sys.stderr)
 
 
-def _collect(events, out: list):
+@contextlib.contextmanager
+def _interruptible():
+    """While an answer streams, Ctrl-C sets a flag (checked between tokens) instead of raising, so the
+    model state is never left mid-step; the previous handler comes back afterwards."""
+    stopped = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stopped
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    try:
+        yield stopped
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _collect(events, out: list, stopped: threading.Event | None = None):
     for ev in events:
         out.append(ev.text)
         yield ev
+        if stopped is not None and stopped.is_set():
+            print("\n[stopped: Ctrl-C]", end="", file=sys.stderr)
+            events.close()
+            return
 
 
 def serve(artifact=None, host="127.0.0.1", port=8000, queue_size=8, context=None, provider=(), threads=None,
-          recurrent_kernel="auto", **routing) -> None:
+          recurrent_kernel="auto", max_body=1 << 20, api_key=None, allow_host=(), **routing) -> None:
     """Run the OpenAI-compatible server (needs the `serve` extra: fastapi, uvicorn)."""
     try:
         from edgecpm.app.server import serve as run
     except ImportError as e:
         raise UserError(f"edgecpm serve needs {e.name}; pip install 'edgecpm[serve]'") from None
+    # API answers must not depend on what an earlier request left in the cache: exact reuse only
     run(host, port, queue_size, make_router(artifact, context, provider, threads, recurrent_kernel,
-                                                      **routing))
+                                            reuse_generated=False, **routing),
+        max_body=max_body, api_key=api_key, allow_host=allow_host)
 
 
 def info(artifact=None, context=None) -> None:

@@ -27,6 +27,7 @@ from edgecpm.app.cloud import CloudClient, CloudConfig, CloudError
 from edgecpm.contract import UserError, load_manifest
 from edgecpm.runtime import ChatSession, load
 from edgecpm.runtime.chat import ContextOverflow
+from edgecpm.runtime.generate import stream_generate
 
 LOCAL, CLOUD = "local", "cloud"
 
@@ -58,14 +59,19 @@ class Event:
 
 
 class _Escalate(Exception):
-    def __init__(self, reason: str):
-        self.reason = reason
+    """Raised by a local run before it yields anything: answer in the cloud instead. `retry_local`
+    says whether a fresh local run is still a fallback when the cloud fails too."""
+
+    def __init__(self, reason: str, retry_local: bool = True):
+        self.reason, self.retry_local = reason, retry_local
 
 
 class Router:
     def __init__(self, artifact, policy: RoutePolicy = RoutePolicy(), cloud: CloudConfig | None = None,
-                 **load_kw):
+                 reuse_generated: bool = True, **load_kw):
+        """`reuse_generated=False` makes answers independent of the cache (see ChatSession)."""
         self.artifact, self.policy, self.load_kw = artifact, policy, load_kw
+        self.reuse_generated = reuse_generated
         self.cloud = CloudClient(cloud) if cloud and not policy.local_only else None
         self._session = None
         self.local_problem: str | None = None  # why local cannot serve at all (policy 1)
@@ -76,11 +82,12 @@ class Router:
             try:
                 manifest = load_manifest(self.artifact, verify=self.load_kw.get("verify", True))
                 self._check_budget(manifest)
-                self._session = ChatSession(*load(self.artifact, manifest=manifest, **self.load_kw))
+                engine, tok = load(self.artifact, manifest=manifest, **self.load_kw)
+                self._session = ChatSession(engine, tok, reuse_generated=self.reuse_generated)
             except UserError as e:
                 self.local_problem = str(e)
             except Exception as e:  # noqa: BLE001 -- any local failure is a reason to route, with its text
-                self.local_problem = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                self.local_problem = _one_line(e)
         return self._session
 
     def _check_budget(self, m) -> None:
@@ -109,7 +116,8 @@ class Router:
             yield from self._cloud_or_error(messages, _too_long("conversation", e.tokens, e.ctx), None, gen)
             return
         except _Escalate as e:
-            yield from self._cloud_or_error(messages, e.reason, self._local(session, messages, gen, False), gen)
+            fallback = self._local(session, messages, gen, False) if e.retry_local else None
+            yield from self._cloud_or_error(messages, e.reason, fallback, gen)
             return
         yield first
         yield from local
@@ -120,6 +128,7 @@ class Router:
         hold = checks and (p.local_timeout is not None or p.escalate_entropy is not None)
         t0, held, entropies, n, prompt = time.perf_counter(), [], [], 0, None
         stream = session.respond(messages, with_entropy=checks and p.escalate_entropy is not None, **gen)
+        started = False
         try:
             for r in stream:
                 n, prompt = r.generation_tokens, r.prompt_tokens
@@ -134,7 +143,7 @@ class Router:
                         and not r.finish_reason:
                     held.append(r.text)
                     continue
-                text, held = "".join(held) + r.text, []
+                text, held, started = "".join(held) + r.text, [], True
                 yield Event(text, LOCAL, None, r.finish_reason, prompt, n, prompt_tps=r.prompt_tps,
                             generation_tps=r.generation_tps)
         except _Escalate:
@@ -144,6 +153,11 @@ class Router:
             raise
         except UserError as e:  # e.g. the answer ran into the context limit
             yield Event("".join(held), LOCAL, None, "length", prompt, n, error=str(e))
+        except Exception as e:  # noqa: BLE001 -- a local failure of any kind: route it, never a traceback
+            why = f"the local run failed ({_one_line(e)})"
+            if checks and not started:
+                raise _Escalate(why, retry_local=False) from None
+            yield Event("".join(held), LOCAL, None, "error", prompt, n, error=why)
 
     def _cloud_or_error(self, messages, reason: str, local: Iterator[Event] | None, gen) -> Iterator[Event]:
         """Ask the cloud; if that fails, fall back to `local` (a fresh local run) or give an error."""
@@ -180,8 +194,15 @@ class Router:
             if len(ids) > session.engine.ctx:
                 reason, local_ok = _too_long("prompt", len(ids), session.engine.ctx), False
         if reason is None:
-            yield from self._local_text(session, ids, gen)
-            return
+            local = self._local_text(session, ids, gen)
+            try:
+                first = next(local)
+            except _Escalate as e:  # (3) the local run failed before any text
+                reason, local_ok = e.reason, False
+            else:
+                yield first
+                yield from local
+                return
         if self.cloud is not None:
             try:
                 a = self.cloud.complete(prompt, gen.get("max_tokens", 256), gen.get("temp", 0.0))
@@ -200,15 +221,26 @@ class Router:
             yield ev
 
     def _local_text(self, session, prompt: str | list[int], gen) -> Iterator[Event]:
-        from edgecpm.runtime.generate import stream_generate
-
+        """Local raw-text events; a failure before any text raises _Escalate (the cloud may answer)."""
         session.reset()  # raw text shares no conversation state
+        started = False
         try:
             for r in stream_generate(session.engine, session.tokenizer, prompt, **gen):
+                started = True
                 yield Event(r.text, LOCAL, None, r.finish_reason, r.prompt_tokens, r.generation_tokens,
                             prompt_tps=r.prompt_tps, generation_tps=r.generation_tps)
         except UserError as e:
             yield Event("", LOCAL, None, "error", error=str(e))
+        except Exception as e:  # noqa: BLE001 -- see _local
+            why = f"the local run failed ({_one_line(e)})"
+            if not started:
+                raise _Escalate(why, retry_local=False) from None
+            yield Event("", LOCAL, None, "error", error=why)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def _too_long(what: str, tokens: int, ctx: int) -> str:

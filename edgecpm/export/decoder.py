@@ -38,23 +38,43 @@ class Args:
 
     @classmethod
     def from_config(cls, cfg: dict, default_layer: str = "full_attention", **extra) -> Args:
-        try:
-            heads = int(cfg["num_attention_heads"])
-            hidden = int(cfg["hidden_size"])
-            layers = int(cfg["num_hidden_layers"])
-            return cls(
-                model_type=cfg["model_type"], hidden_size=hidden, num_hidden_layers=layers,
-                num_attention_heads=heads, num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
-                head_dim=int(cfg.get("head_dim") or hidden // heads),
-                intermediate_size=int(cfg.get("intermediate_size") or 0), vocab_size=int(cfg["vocab_size"]),
-                rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-                layer_types=list(cfg.get("layer_types") or [default_layer] * layers),
-                max_position_embeddings=int(cfg.get("max_position_embeddings", 4096)),
-                tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)), cfg=cfg, extra=extra,
-            )
-        except KeyError as e:
-            raise UserError(f"config.json lacks {e.args[0]!r}; it is not a complete "
-                            f"{cfg.get('model_type')} config") from None
+        def num(key, default=None, kind=int):
+            v = cfg.get(key, default)
+            if v is None:
+                raise UserError(f"config.json lacks {key!r}; it is not a complete {cfg.get('model_type')} config")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and v != int(v)):
+                what = "an integer" if kind is int else "a number"
+                raise UserError(f"config.json has {key} = {v!r}; it must be {what} (fix config.json)")
+            return kind(v)
+
+        heads, hidden, layers = num("num_attention_heads"), num("hidden_size"), num("num_hidden_layers")
+        types = cfg.get("layer_types") or [default_layer] * max(layers, 0)
+        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+            raise UserError("config.json's layer_types must be a list of strings (fix config.json)")
+        return cls(
+            model_type=cfg.get("model_type"), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+            num_key_value_heads=num("num_key_value_heads", heads) if cfg.get("num_key_value_heads") else heads,
+            head_dim=num("head_dim") if cfg.get("head_dim") else (hidden // heads if heads > 0 else 0),
+            intermediate_size=num("intermediate_size", 0) if cfg.get("intermediate_size") else 0,
+            vocab_size=num("vocab_size"), rms_norm_eps=num("rms_norm_eps", 1e-6, float), layer_types=list(types),
+            max_position_embeddings=num("max_position_embeddings", 4096),
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)), cfg=cfg, extra=extra,
+        )
+
+    def __post_init__(self):
+        sizes = {"hidden_size": self.hidden_size, "num_hidden_layers": self.num_hidden_layers,
+                 "num_attention_heads": self.num_attention_heads, "num_key_value_heads": self.num_key_value_heads,
+                 "head_dim": self.head_dim, "vocab_size": self.vocab_size,
+                 "max_position_embeddings": self.max_position_embeddings}
+        for key, v in sizes.items():
+            if v <= 0:
+                raise UserError(f"config.json has {key} = {v}; it must be a positive integer (fix config.json)")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise UserError(f"config.json has num_attention_heads {self.num_attention_heads} not divisible by "
+                            f"num_key_value_heads {self.num_key_value_heads}; fix config.json")
+        if len(self.layer_types) != self.num_hidden_layers:
+            raise UserError(f"config.json lists {len(self.layer_types)} layer_types for {self.num_hidden_layers} "
+                            "layers; fix config.json")
 
 
 def check_layer_types(args: Args, known) -> None:

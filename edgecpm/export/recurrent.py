@@ -48,16 +48,16 @@ def causal_conv(c: Ctx, layer: int, x: str, weight: np.ndarray, name: str, bias:
 
 def linear_attention(c: Ctx, layer: int, q: str, k: str, v: str, decay: str | None, beta: str | None, *,
                      q_heads: int, kv_heads: int, dk: int, dv: int, rule: str, name: str,
-                     scale: float = 0.0, decay_per_key: bool = False) -> str:
+                     scale: float = 0.0) -> str:
     """LinearAttention over a recurrent state [1, kv_heads, dk, dv].
 
-    q [1, S, q_heads*dk], k [1, S, kv_heads*dk], v [1, S, kv_heads*dv], decay [1, S, kv_heads(*dk)],
+    q [1, S, q_heads*dk], k [1, S, kv_heads*dk], v [1, S, kv_heads*dv], decay [1, S, kv_heads] (per-head),
     beta [1, S, kv_heads] -> [1, S, max(q_heads, kv_heads)*dv].
     """
     past, spec = fixed_state(c, layer, "recurrent", (1, kv_heads, dk, dv))
     ins = [q, k, v, past, decay or "", beta or ""]
     types = [_t(1, "S", q_heads * dk), _t(1, "S", kv_heads * dk), _t(1, "S", kv_heads * dv),
-             _t(1, kv_heads, dk, dv), _t(1, "S", kv_heads * (dk if decay_per_key else 1)) if decay else None,
+             _t(1, kv_heads, dk, dv), _t(1, "S", kv_heads) if decay else None,
              _t(1, "S", kv_heads) if beta else None]
     while ins[-1] == "":
         ins.pop(), types.pop()

@@ -3,6 +3,14 @@
 Each turn renders the whole conversation with the chat template, finds the longest prefix the state
 already holds, rolls back to it (KV: by position; recurrent state: from a snapshot), and prefills
 the rest. Outputs therefore equal a fresh run over the whole conversation.
+
+Exactness: the state is reused only up to the end of the last prefill (`exact_pos`), and at least two
+tokens are always fed. Tokens the model generated were computed one row at a time, on a kernel path
+whose rounding differs from a prefill's (MatMulNBits' one-row kernel quantizes activations
+differently). With `reuse_generated=False` (the server's choice) they are prefilled again with the
+next turn: then the same conversation gives the same logits, token for token, whether its prefix
+came from the cache or not. The default keeps them (interactive chat: the next turn starts at once;
+its output is within kernel rounding of a fresh run, exactly equal on fp32 artifacts).
 """
 
 from __future__ import annotations
@@ -34,8 +42,11 @@ class ContextOverflow(UserError):
 
 
 class ChatSession:
-    def __init__(self, engine: Engine, tokenizer: Tokenizer, system: str | None = None):
+    def __init__(self, engine: Engine, tokenizer: Tokenizer, system: str | None = None,
+                 reuse_generated: bool = True):
         self.engine, self.tokenizer, self.system = engine, tokenizer, system
+        self.reuse_generated = reuse_generated
+        self.exact_pos = 0  # the state's first exact_pos tokens were prefilled, never decoded
         self.messages: list[dict] = []
         self.snapshots: list[Snapshot] = []
         self.last_prefill = 0  # tokens prefilled for the last turn
@@ -44,20 +55,23 @@ class ChatSession:
     def reset(self) -> None:
         self.messages = [{"role": "system", "content": self.system}] if self.system else []
         self.snapshots = []
+        self.exact_pos = 0
         self.engine.reset()
 
-    def snapshot(self) -> tuple[Snapshot, list[dict]]:
+    def snapshot(self) -> tuple[Snapshot, list[dict], int]:
         """O(1) in context length: the fixed-size state tensors, the position and the messages."""
-        return self.engine.state.snapshot(), [dict(m) for m in self.messages]
+        return self.engine.state.snapshot(), [dict(m) for m in self.messages], self.exact_pos
 
-    def restore(self, snap: tuple[Snapshot, list[dict]]) -> None:
+    def restore(self, snap: tuple[Snapshot, list[dict], int]) -> None:
         self.engine.state.restore(snap[0])
-        self.messages = [dict(m) for m in snap[1]]
+        self.messages, self.exact_pos = [dict(m) for m in snap[1]], snap[2]
 
     def _reuse(self, ids: list[int]) -> int:
         """Roll the state back to the longest usable prefix of `ids`; return its length."""
         state = self.engine.state
-        keep = min(common_prefix(state.tokens, ids), len(ids) - 1)  # at least one token to feed
+        keep = min(common_prefix(state.tokens, ids), max(len(ids) - 2, 0))  # >= 2 rows to feed (see above)
+        if not self.reuse_generated:
+            keep = min(keep, self.exact_pos)
         if state.truncate(keep):
             return keep
         for snap in reversed(self.snapshots):
@@ -68,6 +82,7 @@ class ChatSession:
         return 0
 
     def _remember(self) -> None:
+        self.exact_pos = self.engine.state.pos
         if self.engine.state.recurrent:
             self.snapshots = (self.snapshots + [self.engine.state.snapshot()])[-MAX_SNAPSHOTS:]
 

@@ -154,15 +154,23 @@ class Engine:
         return io.get_outputs()[0].numpy()[0]  # [n, vocab]
 
     def prefill(self, tokens, chunk: int = 512) -> np.ndarray:
-        """Feed tokens in chunks; return the logits [vocab] after the last one."""
+        """Feed tokens in chunks; return the logits [vocab] after the last one.
+
+        No chunk but a lone token is ever a single row: MatMulNBits' one-row kernel (the decode path)
+        quantizes activations differently from its many-row kernel, so a 1-row last chunk would give
+        other logits than a one-pass prefill (up to 1.6 on the default int4 model). Chunks of >= 2
+        rows reproduce a one-pass prefill exactly, wherever the splits fall."""
         tokens = list(tokens)
         if not tokens:
             raise ValueError("prefill needs at least one token")
         if self.state.pos + len(tokens) > self.ctx:
             raise UserError(f"the prompt ({self.state.pos + len(tokens)} tokens) exceeds the context of "
                             f"{self.ctx}; shorten it or load with a larger --context")
-        for i in range(0, len(tokens), chunk):
-            logits = self.step(tokens[i : i + chunk])
+        bounds = list(range(0, len(tokens), chunk)) + [len(tokens)]
+        if chunk > 1 and len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+            bounds[-2] -= 1  # [.., 512, 1] -> [.., 511, 2]
+        for a, b in zip(bounds, bounds[1:]):
+            logits = self.step(tokens[a:b])
         return logits[-1]
 
     def reset(self) -> None:
