@@ -5,6 +5,7 @@ a stall) or answers and records what it was sent."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -22,13 +23,14 @@ def free_port() -> int:
 
 
 class EdgecpmServer:
-    """`edgecpm serve ARTIFACT` on a free port, until stop()."""
+    """`edgecpm serve ARTIFACT` on a free port, until stop(); `env` is added to the environment."""
 
-    def __init__(self, artifact, *flags: str):
+    def __init__(self, artifact, *flags: str, env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "edgecpm", "serve", str(artifact), "--port",
-                                      str(self.port), *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                      str(self.port), *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
         deadline = time.time() + 90
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -41,16 +43,26 @@ class EdgecpmServer:
         self.stop()
         raise RuntimeError("edgecpm serve did not come up in 90 s")
 
-    def stop(self) -> None:
+    def rss_mb(self) -> float:
+        """The server process's resident memory, from /proc/PID/status (VmRSS)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        return kb / 1024
+
+    def stop(self) -> str:
+        """Stop the server; return what it printed."""
         self.proc.terminate()
         try:
-            self.proc.wait(10)
+            out, _ = self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            out, _ = self.proc.communicate()
+        return out.decode(errors="replace")
 
 
 class FakeCloud:
-    """mode: ok | 500 | malformed | cut | stall. Counts requests; keeps the last body."""
+    """mode: ok | 500 | malformed | cut | stall | trickle (one SSE chunk a second, for a minute).
+    Counts requests; keeps the last body."""
 
     def __init__(self, mode: str = "ok", answer: str = "Hello from the cloud."):
         self.mode, self.answer, self.requests, self.last = mode, answer, 0, None
@@ -67,6 +79,7 @@ class FakeCloud:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        self.httpd.handle_error = lambda request, address: None  # a client that gave up (stall, trickle) is no news
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -76,6 +89,8 @@ class FakeCloud:
         if self.mode == "stall":
             time.sleep(5)
             return self._send(h, 200, b"{}")
+        if self.mode == "trickle":
+            return self._trickle(h)
         if self.mode == "malformed":
             return self._send(h, 200, b'{"choices": [ {"message": ', "application/json")
         if not self.last.get("stream"):
@@ -94,6 +109,19 @@ class FakeCloud:
             chunk = {"choices": [{"delta": {"content": w + (" " if i < len(words) - 1 else "")}}]}
             h.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
         h.wfile.write(b"data: [DONE]\n\n")
+
+    @staticmethod
+    def _trickle(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.end_headers()
+        for _ in range(60):
+            try:
+                h.wfile.write(f"data: {json.dumps({'choices': [{'delta': {'content': 'drip '}}]})}\n\n".encode())
+                h.wfile.flush()
+            except OSError:  # the client gave up
+                return
+            time.sleep(1)
 
     @staticmethod
     def _send(h, code: int, body: bytes, ctype: str = "application/json") -> None:

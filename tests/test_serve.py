@@ -43,18 +43,19 @@ def test_serve_answers_the_openai_client_streamed_equal_to_non_streamed(local_se
     from openai import OpenAI
 
     client = OpenAI(base_url=f"{local_server.url}/v1", api_key="unused")
-    whole = client.chat.completions.create(model="x", messages=HI, max_tokens=16, temperature=0)
+    whole = client.chat.completions.create(model="default", messages=HI, max_tokens=16, temperature=0)
     text = whole.choices[0].message.content
     assert text and whole.usage.prompt_tokens > 5 and 0 < whole.usage.completion_tokens <= 16
     streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model="x", messages=HI, max_tokens=16, temperature=0, stream=True) if c.choices)
+        model="default", messages=HI, max_tokens=16, temperature=0, stream=True) if c.choices)
     assert streamed == text
     raw = httpx.post(f"{local_server.url}/v1/chat/completions", json={"messages": HI, "max_tokens": 4})
     assert raw.headers["x-edgecpm-source"] == "local" and raw.json()["edgecpm"]["source"] == "local"
-    comp = client.completions.create(model="x", prompt="The capital of", max_tokens=5)
+    comp = client.completions.create(model="default", prompt="The capital of", max_tokens=5)
     assert comp.choices[0].text and comp.usage.completion_tokens == 5
     assert client.models.list().data[0].id
-    assert httpx.post(f"{local_server.url}/v1/chat/completions", content=b"{not json").status_code == 400
+    assert httpx.post(f"{local_server.url}/v1/chat/completions", content=b"{not json",
+                      headers={"content-type": "application/json"}).status_code == 400
 
 
 def test_client_disconnect_stops_the_generation(local_server):

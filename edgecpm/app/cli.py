@@ -111,6 +111,11 @@ def chat(**kw):
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--queue-size", type=click.IntRange(0), default=8, show_default=True,
               help="requests that may wait; more get HTTP 429")
+@click.option("--max-body", type=click.IntRange(1), default=1 << 20, show_default=True,
+              help="largest request body in bytes; larger get HTTP 413")
+@click.option("--api-key", default=None, help="require `Authorization: Bearer KEY` (better: env EDGECPM_API_KEY); "
+              "needed when --host is not loopback")
+@click.option("--allow-host", multiple=True, help="also accept this Host header (repeatable; * = any)")
 @click.option("--context", type=int, default=None)
 @click.option("--provider", multiple=True)
 @click.option("--threads", type=int, default=None)

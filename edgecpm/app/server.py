@@ -1,234 +1,130 @@
 """`edgecpm serve`: an OpenAI-compatible HTTP server (FastAPI + uvicorn) over a Router.
 
-/v1/chat/completions (JSON or server-sent events), /v1/completions, /v1/models, /health.
-One generation runs at a time per model, in a worker thread; up to --queue-size requests wait, more
-get HTTP 429. A client that disconnects mid-stream stops its generation. Each answer says where it
-came from: the `X-Edgecpm-Source` header and an `edgecpm` field ({"source", "reason"}).
+The parts, each in its own module:
+  guard          Host check (403), JSON-only POSTs (415), the body limit (413), the bearer API key (401)
+  worker         admission: one generation at a time in a worker thread, a bounded queue (429),
+                 cancellation when the client disconnects
+  openai_models  the request/response models (pydantic) and the error body
+  openai_api     the routes and the error handlers (every error is OpenAI's error JSON)
+This module wires them (create_app) and starts the server (serve). Startup fails with one line (exit 2)
+before the model is loaded when the port is out of range or taken, or when a non-loopback host has no
+API key; and when the model cannot load and no cloud is configured to answer instead.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import threading
-import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
+import contextlib
+import errno
+import os
+import socket
+import sys
+from functools import partial
+from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import FastAPI
 
-from edgecpm.app.router import Event, Router
+from edgecpm.app.cloud import redact_url
+from edgecpm.app.guard import Guard, allowed_hosts, is_loopback
+from edgecpm.app.openai_api import Api, install_error_handlers
+from edgecpm.app.router import Router
+from edgecpm.app.worker import Worker
+from edgecpm.contract import UserError
 
-
-class Gate:
-    """One generation at a time; at most `queue_size` more waiting."""
-
-    def __init__(self, queue_size: int):
-        self.limit, self.inside, self.lock = queue_size + 1, 0, asyncio.Lock()
-
-    def enter(self) -> bool:
-        if self.inside >= self.limit:
-            return False
-        self.inside += 1
-        return True
-
-    def leave(self) -> None:
-        self.inside -= 1
+MAX_BODY = 1 << 20  # bytes
+ENV_API_KEY = "EDGECPM_API_KEY"
 
 
-def _gen_kwargs(body: dict) -> dict:
-    stop = body.get("stop")
-    return dict(max_tokens=int(body.get("max_completion_tokens") or body.get("max_tokens") or 256),
-                temp=float(body.get("temperature") or 0.0), top_p=float(body.get("top_p") or 1.0),
-                top_k=int(body.get("top_k") or 0), min_p=float(body.get("min_p") or 0.0), seed=body.get("seed"),
-                stop=[stop] if isinstance(stop, str) else list(stop or []))
-
-
-def create_app(router: Router, model_name: str, queue_size: int = 8) -> FastAPI:
-    app = FastAPI(title="edgecpm")
-    pool = ThreadPoolExecutor(1, thread_name_prefix="edgecpm-gen")
-    gate: Gate | None = None
-    stats = {"answered": 0, "cancelled": 0, "rejected": 0}
-
-    def get_gate() -> Gate:
-        nonlocal gate
-        gate = gate or Gate(queue_size)  # made inside the server's event loop
-        return gate
-
-    async def events(make, cancel: threading.Event):
-        """Run make() (an Event iterator) in the worker thread; yield its events; stop it on exit."""
-        loop, q = asyncio.get_running_loop(), asyncio.Queue()
-
-        def work():
-            it = make()
-            try:
-                for ev in it:
-                    if cancel.is_set():  # the client went away: stop generating
-                        stats["cancelled"] += 1
-                        break
-                    loop.call_soon_threadsafe(q.put_nowait, ev)
-                else:
-                    stats["answered"] += 1
-            except Exception as e:  # reported to the client as a 500, the server lives on
-                loop.call_soon_threadsafe(q.put_nowait, e)
-            finally:
-                it.close()
-                loop.call_soon_threadsafe(q.put_nowait, None)
-
-        fut = loop.run_in_executor(pool, work)
-        try:
-            while (item := await q.get()) is not None:
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            cancel.set()
-            await fut
-
-    async def handle(request: Request, make, stream: bool, kind: str):
-        g = get_gate()
-        if not g.enter():
-            stats["rejected"] += 1
-            return JSONResponse({"error": {"message": "server busy: the queue is full, retry later",
-                                           "type": "rate_limit"}}, status_code=429)
-        await g.lock.acquire()
-        cancel = threading.Event()
-        it = events(make, cancel)
-
-        def done():  # synchronous, so it runs even when the request's task is being cancelled
-            cancel.set()
-            g.lock.release()  # the next job queues behind this one in the single worker thread
-            g.leave()
-
-        try:
-            first = await it.__anext__()
-        except BaseException:
-            done()
-            raise
-        if first.error and not first.text:
-            done()
-            await it.aclose()
-            return JSONResponse({"error": {"message": first.error, "type": "unavailable"}}, status_code=503,
-                                headers={"X-Edgecpm-Source": first.source})
-        meta = {"id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}",
-                "created": int(time.time()), "model": model_name}
-        headers = {"X-Edgecpm-Source": first.source}
-        if not stream:
-            try:
-                evs = [first] + [ev async for ev in it]
-            finally:
-                done()
-            return JSONResponse(_full(kind, meta, evs), headers=headers)
-
-        async def sse():
-            try:
-                yield _chunk(kind, meta, Event("", first.source), role=True)
-                last = first
-                async for ev in _prepend(first, it):
-                    if await request.is_disconnected():
-                        break
-                    last = ev
-                    if ev.text:
-                        yield _chunk(kind, meta, ev)
-                yield _chunk(kind, meta, last, final=True)
-                yield "data: [DONE]\n\n"
-            finally:
-                done()
-                await it.aclose()
-
-        return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)
-
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "model": model_name, "busy": get_gate().inside, **stats}
-
-    @app.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "edgecpm"}]}
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        body = await _json(request)
-        if isinstance(body, JSONResponse):
-            return body
-        messages = [{"role": m["role"], "content": m.get("content") or ""} for m in body.get("messages") or []]
-        if not messages:
-            return _bad("messages must be a non-empty list")
-        kw = _gen_kwargs(body)
-        return await handle(request, lambda: router.respond(messages, **kw), bool(body.get("stream")), "chat")
-
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        body = await _json(request)
-        if isinstance(body, JSONResponse):
-            return body
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str) or not prompt:
-            return _bad("prompt must be a non-empty string")
-        kw = _gen_kwargs(body)
-        return await handle(request, lambda: router.complete(prompt, **kw), bool(body.get("stream")), "text")
-
+def create_app(router: Router, model_name: str, queue_size: int = 8, max_body: int = MAX_BODY,
+               api_key: str | None = None, hosts: frozenset[str] | None = allowed_hosts("127.0.0.1")) -> FastAPI:
+    """The ASGI app: `hosts` are the accepted Host names (None: any), `api_key` None: no key asked."""
+    worker = Worker(queue_size)
+    api = Api(router, worker, model_name, scrub=partial(scrub, secrets=_secrets(router)))
+    app = FastAPI(title="edgecpm", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.worker = worker
+    install_error_handlers(app)
+    app.include_router(api.routes(api_key))
+    app.add_middleware(Guard, max_body=max_body, hosts=hosts)
     return app
 
 
-async def _prepend(first, it):
-    yield first
-    async for ev in it:
-        yield ev
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI):
+    yield
+    app.state.worker.shutdown()
 
 
-async def _json(request: Request):
+def _secrets(router: Router) -> list[tuple[str, str]]:
+    """(secret, shown instead) pairs for text that goes out: the cloud URL with credentials, the cloud key."""
+    cloud = getattr(router, "cloud", None)
+    if cloud is None:
+        return []
+    pairs = [(cloud.config.url, redact_url(cloud.config.url))]
+    if cloud.config.api_key:
+        pairs.append((cloud.config.api_key, "***"))
+    return pairs
+
+
+def scrub(text: str | None, secrets: list[tuple[str, str]]) -> str | None:
+    """`text` with every secret replaced (the router's reasons and errors may name the cloud)."""
+    for secret, shown in secrets:
+        if text and secret:
+            text = text.replace(secret, shown)
+    return text
+
+
+def check_exposure(host: str, api_key: str | None) -> None:
+    """Beyond loopback, anyone who can reach the port could drive generation or spend the cloud key."""
+    if not is_loopback(host) and not api_key:
+        raise UserError(f"--host {host} makes the server reachable from other machines: set --api-key KEY "
+                        f"(or env {ENV_API_KEY}), or serve on 127.0.0.1")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or a one-line UserError (out of range, in use, not allowed)."""
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port {port} is out of range: use 1-65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        body = await request.json()
-    except ValueError:
-        return _bad("the body is not valid JSON")
-    return body if isinstance(body, dict) else _bad("the body must be a JSON object")
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        why = {errno.EADDRINUSE: "the port is already in use", errno.EACCES: "permission denied",
+               errno.EADDRNOTAVAIL: "no such address on this machine"}.get(e.errno, e.strerror or type(e).__name__)
+        raise UserError(f"cannot listen on {host}:{port}: {why}; choose another --port or --host") from None
+    return sock
 
 
-def _bad(msg: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": msg, "type": "invalid_request_error"}}, status_code=400)
-
-
-def _usage(evs: list[Event]) -> dict:
-    last = evs[-1]
-    p, c = last.prompt_tokens or 0, last.completion_tokens or 0
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-
-
-def _full(kind: str, meta: dict, evs: list[Event]) -> dict:
-    text, last = "".join(e.text for e in evs), evs[-1]
-    choice = {"index": 0, "finish_reason": last.finish_reason}
-    if kind == "chat":
-        choice["message"] = {"role": "assistant", "content": text}
-    else:
-        choice["text"] = text
-    return {**meta, "object": "chat.completion" if kind == "chat" else "text_completion", "choices": [choice],
-            "usage": _usage(evs), "edgecpm": {"source": evs[0].source, "reason": evs[0].reason}}
-
-
-def _chunk(kind: str, meta: dict, ev: Event, role: bool = False, final: bool = False) -> str:
-    if kind == "chat":
-        delta = {"role": "assistant"} if role else ({} if final else {"content": ev.text})
-        choice = {"index": 0, "delta": delta, "finish_reason": ev.finish_reason if final else None}
-        obj = "chat.completion.chunk"
-    else:
-        choice = {"index": 0, "text": "" if final or role else ev.text,
-                  "finish_reason": ev.finish_reason if final else None}
-        obj = "text_completion"
-    data = {**meta, "object": obj, "choices": [choice]}
-    if final:
-        data["usage"] = _usage([ev])
-        data["edgecpm"] = {"source": ev.source}
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+def load_model(router: Router) -> str:
+    """Load the model now (the first request should not pay for it); return the served name. No model and
+    no cloud is a one-line UserError; no model with a cloud is said once, and the cloud answers."""
+    if router.session() is None:
+        if router.cloud is None:
+            raise UserError(f"cannot serve: the model did not load ({router.local_problem}), and no cloud is "
+                            "configured to answer instead (--cloud-url)")
+        print(f"edgecpm serve: the local model is unavailable ({router.local_problem}); the cloud answers",
+              file=sys.stderr, flush=True)
+    return Path(str(router.artifact).rstrip("/")).name
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, queue_size: int = 8, router: Router = None,
-          log_level: str = "warning") -> None:
+          max_body: int = MAX_BODY, api_key: str | None = None, allow_host=(), log_level: str = "warning") -> None:
     """Run the server until interrupted."""
     import uvicorn
 
-    router.session()  # load now: the first request should not pay for it
-    name = str(router.artifact).rstrip("/").split("/")[-1]
-    print(f"edgecpm serve: {name} on http://{host}:{port}/v1 (queue {queue_size})", flush=True)
-    uvicorn.run(create_app(router, name, queue_size), host=host, port=port, log_level=log_level)
+    api_key = api_key or os.environ.get(ENV_API_KEY) or None
+    check_exposure(host, api_key)
+    if max_body < 1:
+        raise UserError(f"--max-body {max_body} must be at least 1 byte")
+    sock = bind(host, port)  # before loading: a taken port fails in a second, not after the load
+    try:
+        name = load_model(router)
+        app = create_app(router, name, queue_size, max_body, api_key, allowed_hosts(host, allow_host))
+        cloud = f", cloud {redact_url(router.cloud.config.url)}" if router.cloud else ""
+        print(f"edgecpm serve: {name} on http://{host}:{port}/v1 (queue {queue_size}, body limit {max_body} "
+              f"bytes, API key {'required' if api_key else 'off'}{cloud})", flush=True)
+        uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
+    finally:
+        sock.close()
