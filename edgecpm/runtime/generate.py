@@ -20,11 +20,12 @@ class GenerationResponse:
     text: str
     token: int | None
     finish_reason: str | None  # "stop" (EOS or stop string), "length", or None while running
-    prompt_tokens: int
+    prompt_tokens: int  # the whole prompt, including a prefix the state already held (chat reuse)
     generation_tokens: int
-    prompt_tps: float
+    prompt_tps: float  # of the tokens prefilled
     generation_tps: float
     entropy: float | None = None  # nats, of the model's distribution for this token (when asked for)
+    prefill_tokens: int | None = None  # of prompt_tokens, those prefilled now (the rest came from the state)
 
 
 def entropy(logits: np.ndarray) -> float:
@@ -88,13 +89,14 @@ def stream_tokens(engine: Engine, tokenizer: Tokenizer, new_tokens: list[int], m
     sampler = make_sampler(temp, top_p, top_k, min_p, seed)
     detok, stops = StreamingDetokenizer(tokenizer), _StopFilter(stop or [])
     t0 = time.perf_counter()
-    prompt_tps, t_first, n = 0.0, t0, 0
+    prompt_tps, t_first, n, held = 0.0, t0, 0, engine.state.pos  # held: prompt tokens already in the state
     steps = generate_step(engine, new_tokens, sampler, make_logits_processors(repetition_penalty),
                           max_tokens, prefill_chunk)
 
     def result(text, token, reason):
         gen_tps = (n - 1) / (time.perf_counter() - t_first) if n > 1 else 0.0
-        return GenerationResponse(text, token, reason, len(new_tokens), n, prompt_tps, gen_tps, h)
+        return GenerationResponse(text, token, reason, held + len(new_tokens), n, prompt_tps, gen_tps, h,
+                                  len(new_tokens))
 
     h = None
     for token, logits in steps:
