@@ -5,7 +5,9 @@
   with --allow-host, gets 403 (a DNS-rebinding page must not reach a loopback server); a POST that is
   not `Content-Type: application/json` gets 415 (a web page can send text/plain or form posts across
   origins without asking, never JSON); a body over --max-body gets 413 at once: from Content-Length
-  when there is one, else by counting bytes while it streams in (chunked uploads).
+  when there is one, else by counting bytes while it streams in (chunked uploads); and at most
+  `max_inflight` requests with a body are handled at once (more get 429), so memory stays bounded by
+  about max_inflight x max_body however many clients connect.
 - BearerKey, a FastAPI dependency on the /v1 routes: with --api-key set, `Authorization: Bearer KEY`
   is required (compared in constant time), else 401.
 """
@@ -60,25 +62,29 @@ def host_name(header: str) -> str:
 class Guard:
     """ASGI middleware: Host (403), Content-Type (415) and body-size (413) checks; see the module doc."""
 
-    def __init__(self, app, max_body: int, hosts: frozenset[str] | None):
-        self.app, self.max_body, self.hosts = app, max_body, hosts
+    def __init__(self, app, max_body: int, hosts: frozenset[str] | None, max_inflight: int = 64):
+        self.app, self.max_body, self.hosts, self.max_inflight, self.inflight = app, max_body, hosts, max_inflight, 0
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = Headers(scope=scope)
-        refusal = self.refusal(scope["method"], headers)
-        if refusal is None and scope["method"] in BODY_METHODS:
-            body = await self.read_body(receive)
-            if body is _GONE:
-                return None
-            if body is None:
-                refusal = self.too_large()
-            else:
-                receive = _Replay(body, receive)
+        refusal = self.refusal(scope["method"], Headers(scope=scope))
         if refusal is not None:
             return await refusal(scope, receive, send)
-        await self.app(scope, receive, send)
+        if scope["method"] not in BODY_METHODS:
+            return await self.app(scope, receive, send)
+        if self.inflight >= self.max_inflight:
+            return await error_response(429, "server busy: too many requests at once, retry later",
+                                        "rate_limit_error", code="rate_limit_exceeded")(scope, receive, send)
+        self.inflight += 1
+        try:
+            body = await self.read_body(receive)
+            if body is None:
+                return await self.too_large()(scope, receive, send)
+            if body is not _GONE:
+                await self.app(scope, _Replay(body, receive), send)
+        finally:
+            self.inflight -= 1
 
     def refusal(self, method: str, headers: Headers):
         """The error response for a request refused on its headers alone, else None."""

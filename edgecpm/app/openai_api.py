@@ -97,11 +97,14 @@ class Api:
                            code="rate_limit_exceeded", headers={"Retry-After": "1"}) from None
         try:
             first = await job.next()
-        except BaseException:
-            job.close()
-            raise
+        except Exception as e:  # noqa: BLE001 -- the generation failed before its first word: a 500, in one line
+            log.error("generation failed: %s", type(e).__name__)
+            return error_response(500, f"the generation failed ({type(e).__name__})", "server_error")
+        finally:
+            if job.ended:
+                job.close()
         if first is None or (first.error and not first.text):
-            job.close()
+            job.close()  # (a no-op when already closed)
             why = self.scrub(first.error) if first else "the request was cancelled"
             return error_response(503, why, "unavailable", code="no_answer",
                                   headers={"X-Edgecpm-Source": first.source if first else "local"})
@@ -195,9 +198,17 @@ async def on_validation_error(request: Request, exc: RequestValidationError):
     by_field: dict[str, list[str]] = {}
     for e in errors:
         by_field.setdefault(_where(e.get("loc", ())), []).append(e.get("msg", "invalid"))
-    parts = [f"{f or 'body'}: {' or '.join(dict.fromkeys(msgs))}" for f, msgs in by_field.items()]
+    parts = [f"{f or 'body'}: {_either(msgs)}" for f, msgs in by_field.items()]
     param = _where(first.get("loc", ())) or None
     return error_response(400, "; ".join(parts[:4]), param=param, code="invalid_value")
+
+
+def _either(messages: list[str]) -> str:
+    """Pydantic's messages for one field, as one clause: "Input should be a valid string or a valid list"."""
+    out = []
+    for m in dict.fromkeys(m.removeprefix("Value error, ") for m in messages):
+        out.append(m.removeprefix("Input should be ") if out and m.startswith("Input should be ") else m)
+    return " or ".join(out)
 
 
 async def on_api_error(request: Request, exc: ApiError):
