@@ -66,6 +66,7 @@ class Guard:
         self.app, self.max_body, self.hosts, self.max_inflight, self.inflight = app, max_body, hosts, max_inflight, 0
 
     async def __call__(self, scope, receive, send) -> None:
+        """Refuse on the headers, else read the body within the limit and pass it on, replayed."""
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         refusal = self.refusal(scope["method"], Headers(scope=scope))

@@ -90,6 +90,8 @@ class Api:
                            f"(also as {' or '.join(map(repr, ALIASES))})", param="model", code="model_not_found")
 
     async def _answer(self, request: Request, make, stream: bool, kind: str) -> Response:
+        """Admit `make` (429 when full), wait for its first event (503 when no answer can be made), then
+        answer whole or as server-sent events. The job is closed on every path (the slot is freed)."""
         try:
             job = self.worker.submit(make, request.is_disconnected)
         except Busy:

@@ -123,7 +123,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, queue_size: int = 8, router
         name = load_model(router)
         app = create_app(router, name, queue_size, max_body, api_key, allowed_hosts(host, allow_host))
         cloud = f", cloud {redact_url(router.cloud.config.url)}" if router.cloud else ""
-        print(f"edgecpm serve: {name} on http://{host}:{port}/v1 (queue {queue_size}, body limit {max_body} "
+        shown = f"[{host}]" if ":" in host else host
+        print(f"edgecpm serve: {name} on http://{shown}:{port}/v1 (queue {queue_size}, body limit {max_body} "
               f"bytes, API key {'required' if api_key else 'off'}{cloud})", flush=True)
         uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
     finally:
