@@ -147,3 +147,18 @@ def wait_health(server, done, seconds: float = 10.0) -> dict:
         if done(h) or time.time() > deadline:
             return h
         time.sleep(0.05)
+
+
+def test_no_model_but_a_cloud_starts_and_says_so(tmp_path):
+    cloud = FakeCloud("ok", answer="From the cloud.")
+    server = EdgecpmServer(tmp_path / "missing", "--cloud-url", cloud.url)
+    try:
+        health = httpx.get(f"{server.url}/health").json()
+        assert health["loaded"] is False and health["answers_from"] == "cloud"
+        r = httpx.post(f"{server.url}/v1/chat/completions", json={"messages": HI}, timeout=30)
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "From the cloud."
+        assert r.headers["x-edgecpm-source"] == "cloud"
+    finally:
+        out = server.stop()
+        cloud.stop()
+    assert "the local model is unavailable" in out
