@@ -23,7 +23,7 @@ run: $(VENV)/.run
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check edgecpm tests
 
-test: lint native-asan
+test: lint native-asan android-build   # android-build: tests/test_android_bridge.py runs in this pytest
 	$(PY) -m pytest -q -x --durations=10
 
 # Native runtime (runtime/README.md): libedgecpm, libedgecpm_ops and edgecpm-run in runtime/build.
@@ -44,3 +44,11 @@ native-asan: native $(VENV)/.test
 	      -DEDGECPM_ORT_HEADERS=$(abspath runtime/build/_deps/ort/headers) >/dev/null
 	cmake --build runtime/build-asan -j$(NATIVE_JOBS)
 	EDGECPM_NATIVE_BUILD=runtime/build-asan bash runtime/tools/asan-tests.sh $(PY)
+
+# The Android binding on a desktop JVM (android_demo/README.md): its JNI C++ against the JDK's jni.h and
+# runtime/build's libedgecpm, its Java API with javac, then the desktop-JVM test. No Android SDK needed.
+.PHONY: android-build android-check
+android-build: native
+	bash android_demo/desktop/build.sh
+android-check: android-build $(VENV)/.test
+	$(PY) -m pytest -q -x tests/test_android_bridge.py

@@ -48,7 +48,8 @@ def expected(tmp_path_factory):
     chat = ChatSession(engine, tok, system="Be brief.")
     m = load_manifest(art, verify=False)
     files = {"prompt.txt": PROMPT, "greedy16.txt": cli.stdout[:-1],
-             "chat1.txt": chat.ask("Hello world", max_tokens=10), "chat2.txt": chat.ask("how are you today?", max_tokens=10),
+             "chat1.txt": chat.ask("Hello world", max_tokens=10),
+             "chat2.txt": chat.ask("how are you today?", max_tokens=10),
              "memory_bytes.txt": str(m.memory_bytes(m.runtime_context(None))), "rss_bound_mb.txt": str(RSS_BOUND_MB)}
     for name, text in files.items():
         (d / name).write_text(text, encoding="utf-8")
