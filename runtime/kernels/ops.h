@@ -16,13 +16,14 @@ struct LinearAttentionShape {
   float scale;
 };
 
-// out [B, T, max(hq, hkv) * dv]; state [B, hkv, dk, dv] in: past (zeros if none), out: present (in place).
+// out [B, T, max(hq, hkv) * dv]; past (null = zeros) and present [B, hkv, dk, dv].
 void linear_attention(Rule rule, const LinearAttentionShape& s, const float* q, const float* k, const float* v,
-                      const float* decay, const float* beta, float* state, float* out);
+                      const float* decay, const float* beta, const float* past, float* present, float* out);
 
 // One (batch, kv head) of it: the unit of parallel work.
 void linear_attention_head(Rule rule, const LinearAttentionShape& s, const float* q, const float* k, const float* v,
-                           const float* decay, const float* beta, float* state, float* out, int64_t b, int64_t h);
+                           const float* decay, const float* beta, const float* past, float* present, float* out,
+                           int64_t b, int64_t h);
 
 // input [B, C, L], weight [C, K], bias [C] or null, state [B, C, K-1] (in: past, out: present, in place).
 void causal_conv(int64_t B, int64_t C, int64_t L, int64_t K, const float* x, const float* w, const float* bias,

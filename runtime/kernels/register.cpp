@@ -65,12 +65,12 @@ struct LinearAttentionKernel {
   struct Job {
     Rule rule;
     const edgecpm_ops::LinearAttentionShape* s;
-    const float *q, *k, *v, *g, *b;
+    const float *q, *k, *v, *g, *b, *past;
     float *state, *out;
   };
   static void run_one(void* p, size_t i) {
     auto* j = static_cast<Job*>(p);
-    edgecpm_ops::linear_attention_head(j->rule, *j->s, j->q, j->k, j->v, j->g, j->b, j->state, j->out,
+    edgecpm_ops::linear_attention_head(j->rule, *j->s, j->q, j->k, j->v, j->g, j->b, j->past, j->state, j->out,
                                        static_cast<int64_t>(i) / j->s->hkv, static_cast<int64_t>(i) % j->s->hkv);
   }
 
@@ -110,16 +110,12 @@ struct LinearAttentionKernel {
     const int64_t heads = std::max(hq, hkv);
     float* out = output(ctx, 0, {s.B, s.T, heads * s.dv});
     float* state = output(ctx, 1, {s.B, hkv, s.dk, s.dv});
-    const size_t state_n = static_cast<size_t>(s.B * hkv * s.dk * s.dv);
     if (past) {
       auto ps = shape_of(past);
       if (ps.size() != 4 || ps[0] != s.B || ps[1] != hkv || ps[2] != s.dk || ps[3] != s.dv)
         fail("LinearAttention past_state must be [B, kv_heads, d_k, d_v]");
-      std::memcpy(state, data_of(past), state_n * sizeof(float));
-    } else {
-      std::memset(state, 0, state_n * sizeof(float));
     }
-    Job job{rule, &s, data_of(q), data_of(k), data_of(v), data_of(decay), data_of(beta), state, out};
+    Job job{rule, &s, data_of(q), data_of(k), data_of(v), data_of(decay), data_of(beta), data_of(past), state, out};
     const size_t total = static_cast<size_t>(s.B * hkv);
     OrtStatus* st = total > 1 ? api.KernelContext_ParallelFor(ctx, run_one, total, 0, &job) : nullptr;
     if (total <= 1) for (size_t i = 0; i < total; ++i) run_one(&job, i);
