@@ -288,3 +288,21 @@ def test_bad_arguments():
     L = lib()
     assert L.edgecpm_api_version() == 1 and L.edgecpm_version().decode().count(".") == 2
     assert L.edgecpm_open(None, None, None) == 1 and L.edgecpm_last_error()
+
+
+def test_corrupted_weights_are_caught_with_verify(llama_copy):
+    with open(llama_copy / "model.onnx.data", "r+b") as f:
+        f.seek(1000)
+        b = f.read(1)
+        f.seek(1000)
+        f.write(bytes([b[0] ^ 0xFF]))
+    assert "fails its sha256 check" in _error(llama_copy, "-p", "hi", "--verify")
+
+
+def test_bench_reports_speed_rss_and_placement(tiny):
+    art, _ = tiny("qwen3_5", 32)
+    r = run(art, "--bench")
+    assert "prefill 128 tok/s" in r.stdout and "decode 64 tok/s" in r.stdout and "peak RSS" in r.stdout
+    assert "CPUExecutionProvider" in r.stdout and "recurrent kernel native" in r.stdout
+    res = json.loads(run(art, "--bench", "--json").stdout)
+    assert res["decode_64_tps"] > 0 and res["peak_rss_mb"] > 0

@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <regex>
 
 #include "common.h"
 
@@ -167,9 +166,17 @@ Ort::Session Engine::open(const EngineOptions& o) {
   } catch (const Ort::Exception& e) {
     throw Error(EDGECPM_ERR_RUNTIME, "onnxruntime cannot load " + path + ": " + first_line(e.what()));
   }
-  std::regex re(R"(placed on \[(\w+)\]\. Number of nodes: (\d+))");
-  for (auto it = std::sregex_iterator(captured.begin(), captured.end(), re); it != std::sregex_iterator(); ++it)
-    placement += (*it)[1].str() + " " + (*it)[2].str() + "\n";
+  // "... placed on [CPUExecutionProvider]. Number of nodes: 612" -> "CPUExecutionProvider 612"
+  for (size_t at = captured.find("placed on ["); at != std::string::npos; at = captured.find("placed on [", at + 1)) {
+    size_t name = at + 11, close = captured.find(']', name);
+    size_t num = captured.find("Number of nodes: ", close);
+    size_t eol = captured.find('\n', name);
+    if (close == std::string::npos || num == std::string::npos || num > eol) continue;
+    num += 17;
+    size_t end = num;
+    while (end < captured.size() && isdigit(static_cast<unsigned char>(captured[end]))) ++end;
+    placement += captured.substr(name, close - name) + " " + captured.substr(num, end - num) + "\n";
+  }
   placement += notes;
   return s;
 }
