@@ -295,6 +295,31 @@ JNIEXPORT jint JNICALL Java_ai_edgecpm_Edgecpm_nDetokenize(JNIEnv* env, jclass, 
   });
 }
 
+JNIEXPORT jint JNICALL Java_ai_edgecpm_Edgecpm_nApplyChatTemplate(JNIEnv* env, jclass, jlong h, jobjectArray roles,
+                                                                 jobjectArray contents, jboolean add_generation_prompt,
+                                                                 jobjectArray out) {
+  return guarded(env, [&]() -> jint {
+    jsize n = env->GetArrayLength(roles);
+    std::vector<std::string> text(static_cast<size_t>(n) * 2);
+    for (jsize k = 0; k < 2 * n; ++k) {
+      auto a = static_cast<jbyteArray>(env->GetObjectArrayElement(k < n ? roles : contents, k % n));
+      bool ok = bytes(env, a, &text[static_cast<size_t>(k)]);
+      if (a) env->DeleteLocalRef(a);
+      if (!ok) return kFailed;
+    }
+    std::vector<const char*> r, c;
+    for (jsize k = 0; k < n; ++k) {
+      r.push_back(text[static_cast<size_t>(k)].c_str());
+      c.push_back(text[static_cast<size_t>(n + k)].c_str());
+    }
+    char* result = nullptr;
+    edgecpm_status st = edgecpm_apply_chat_template(handle<edgecpm_model>(h), r.data(), c.data(), static_cast<size_t>(n),
+                                                    add_generation_prompt ? 1 : 0, &result);
+    if (st != EDGECPM_OK) return st;
+    return put_string(env, out, result) ? EDGECPM_OK : kFailed;
+  });
+}
+
 JNIEXPORT jint JNICALL Java_ai_edgecpm_Edgecpm_nSnapshotTake(JNIEnv* env, jclass, jlong h, jlongArray out) {
   edgecpm_snapshot* s = nullptr;
   edgecpm_status st = edgecpm_snapshot_take(handle<edgecpm_model>(h), &s);

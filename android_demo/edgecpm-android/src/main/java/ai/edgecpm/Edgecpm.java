@@ -83,6 +83,31 @@ public final class Edgecpm implements AutoCloseable {
     return run(null, ids.clone(), params, callback);
   }
 
+  /** The artifact's chat template over the messages (roles[i], contents[i]). */
+  public synchronized String applyChatTemplate(String[] roles, String[] contents, boolean addGenerationPrompt) {
+    checkUsable();
+    if (roles.length != contents.length) throw new IllegalArgumentException("roles and contents differ in length");
+    byte[][] r = new byte[roles.length][], c = new byte[contents.length][];
+    for (int i = 0; i < roles.length; i++) {
+      r[i] = utf8(roles[i], "role");
+      c[i] = utf8(contents[i], "content");
+    }
+    byte[][] out = new byte[1][];
+    check(nApplyChatTemplate(handle, r, c, addGenerationPrompt, out));
+    return text(out[0]);
+  }
+
+  /**
+   * Answers a whole conversation from an empty state, with the same tokens a {@link Chat} would feed
+   * (template with the generation prompt, no extra BOS). For conversations a Chat does not hold, e.g. one
+   * whose earlier turns another engine answered; it re-prefills everything (no state reuse).
+   */
+  public synchronized Result respond(String[] roles, String[] contents, Params params, TokenCallback callback) {
+    int[] ids = tokenize(applyChatTemplate(roles, contents, true), false);
+    reset();
+    return run(null, ids, params, callback);
+  }
+
   /** A new multi-turn chat over this model's state; system may be null. */
   public synchronized Chat chat(String system) {
     checkUsable();
@@ -306,6 +331,8 @@ public final class Edgecpm implements AutoCloseable {
   static native int nReset(long model);
   static native int nTokenize(long model, byte[] text, int addBos, int[][] out);
   static native int nDetokenize(long model, int[] ids, byte[][] out);
+  static native int nApplyChatTemplate(long model, byte[][] roles, byte[][] contents, boolean addGenerationPrompt,
+                                       byte[][] out);
   static native int nSnapshotTake(long model, long[] out);
   static native int nSnapshotRestore(long model, long snapshot);
   static native void nSnapshotFree(long snapshot);

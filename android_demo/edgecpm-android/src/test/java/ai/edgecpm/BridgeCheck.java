@@ -38,7 +38,7 @@ public final class BridgeCheck {
     check("stop() from the callback ends the generation", BridgeCheck::stopFromCallback);
     check("stop() from another thread ends the generation", BridgeCheck::stopFromThread);
     check("snapshot/restore gives the same continuation twice (== fresh)", BridgeCheck::snapshot);
-    check("chat reuses the state and equals the Python ChatSession", BridgeCheck::chat);
+    check("chat reuses the state and equals the Python ChatSession; respond() == a chat turn", BridgeCheck::chat);
     check("a bad path throws EdgecpmException with the C message; the JVM goes on", BridgeCheck::badPath);
     check("context overflow is EDGECPM_ERR_CONTEXT_OVERFLOW; invalid Unicode is refused", BridgeCheck::errors);
     check("an exception thrown by the callback reaches the caller; the model stays usable", BridgeCheck::callbackThrows);
@@ -178,6 +178,8 @@ public final class BridgeCheck {
       require(first.equals(read("chat1.txt")), "turn 1 [" + first + "] != Python [" + read("chat1.txt") + "]");
       require(second.text.equals(read("chat2.txt")), "turn 2 [" + second.text + "] != Python");
       require(streamed.toString().equals(second.text), "streamed chat text differs");
+      Result whole = m.respond(new String[] {"system", "user"}, new String[] {"Be brief.", "Hello world"}, p, null);
+      require(whole.text.equals(first), "respond() over the same messages [" + whole.text + "] != chat turn 1");
       require(c.lastPrefill() > 0 && c.lastPrefill() < second.position - second.generatedTokens,
               "turn 2 prefilled " + c.lastPrefill() + " of " + second.position + ": the state was not reused");
     }
