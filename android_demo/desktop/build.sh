@@ -19,6 +19,11 @@ ${CXX:-g++} -std=c++17 -O2 -fPIC -shared -Wall -Wextra -Werror -fvisibility=hidd
   -L"$native" -ledgecpm -Wl,-rpath,"$native" -Wl,--no-undefined
 # The Java API must compile without android.* (it is what a desktop JVM and the app share).
 if grep -rn "import android\." "$lib/java" >/dev/null; then echo "error: android.* imported in $lib/java" >&2; exit 2; fi
+# minSdk 24: javac here compiles against Java 8's library, not Android's, so refuse by name the Java library
+# APIs Android added later (java.nio.file/java.time 26, Cleaner 33, List.of/Map.of/Set.of 30, Java 11 String
+# methods 33, InputStream.readAllBytes 33).
+late='java\.nio\.file|java\.time|java\.lang\.ref\.Cleaner|\b(List|Map|Set)\.of\(|\.(isBlank|strip|repeat|lines)\(|readAllBytes\('
+if grep -rnE "$late" "$lib/java"; then echo "error: an API above minSdk 24 in $lib/java (above)" >&2; exit 2; fi
 rm -rf "$out/classes" && mkdir -p "$out/classes"
 "$jdk/bin/javac" -Xlint:all -Werror --release 8 -encoding UTF-8 -d "$out/classes" \
   "$lib"/java/ai/edgecpm/*.java "$here"/edgecpm-android/src/test/java/ai/edgecpm/BridgeCheck.java

@@ -71,7 +71,7 @@ public final class ArtifactManifest {
     }
   }
 
-  // java.nio.file is API 26 on Android (minSdk is 24): plain streams.
+  // Plain streams: the NIO file API arrived in Android 8 (API 26), above minSdk 24.
   private static byte[] readAll(File f) throws IOException {
     try (InputStream in = new FileInputStream(f)) {
       ByteArrayOutputStream out = new ByteArrayOutputStream();
