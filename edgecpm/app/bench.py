@@ -19,11 +19,19 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def rss_mb() -> float:
+    """This process's resident set now, in MB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def measure(engine, prefill=(128, 512), decode=64, depth=0, runs=3, chunk=512, seed=0) -> dict:
-    """Medians over `runs`: prefill tok/s per length, decode tok/s after `depth` tokens, TTFT at the first length."""
+    """Medians over `runs`: prefill tok/s per length, decode tok/s after `depth` tokens, TTFT at the first
+    length; resident memory after load, after the prefills and after the decode (`rss_mb`)."""
     rng = np.random.default_rng(seed)
     vocab = engine.vocab_size
-    res = {"runs": runs, "context": engine.ctx, "provider": engine.providers[0]}
+    res = {"runs": runs, "context": engine.ctx, "provider": engine.providers[0], "rss_mb": {"load": rss_mb()}}
     engine.reset()
     engine.prefill(rng.integers(0, vocab, 16).tolist())  # warm-up
     for n in prefill:
@@ -34,6 +42,7 @@ def measure(engine, prefill=(128, 512), decode=64, depth=0, runs=3, chunk=512, s
             times.append(_timed(lambda t=toks: engine.prefill(t, chunk)))
         res[f"prefill_{n}_tps"] = n / statistics.median(times)
         res.setdefault("ttft_ms", statistics.median(times) * 1e3)
+    res["rss_mb"][f"prefill_{max(prefill)}"] = rss_mb()
     rates = []
     for _ in range(runs):
         engine.reset()
@@ -44,6 +53,7 @@ def measure(engine, prefill=(128, 512), decode=64, depth=0, runs=3, chunk=512, s
     res[f"decode_{decode}_tps"] = statistics.median(rates)
     res["decode_tps_spread"] = [min(rates), max(rates)]
     res["decode_depth"] = max(depth, 1)
+    res["rss_mb"][f"decode_{decode}"] = rss_mb()
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return res
 
@@ -73,6 +83,8 @@ def bench(artifact=None, prompt_lengths=(128, 512), decode_tokens=64, depth=0, r
     dec = res[f"decode_{decode_tokens}_tps"]
     table.add_row(f"decode {decode_tokens} tok/s (at depth {res['decode_depth']})", f"{dec:.1f}")
     table.add_row(f"time to first token ({prompt_lengths[0]}-token prompt)", f"{res['ttft_ms']:.0f} ms")
+    for phase, mb in res["rss_mb"].items():
+        table.add_row(f"RSS after {phase.replace('_', ' ')}", f"{mb:.0f} MB")
     table.add_row("peak RSS", f"{res['peak_rss_mb']:.0f} MB")
     Console().print(table)
     return res
