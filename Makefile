@@ -48,7 +48,10 @@ native-asan: native $(VENV)/.test
 # The Android binding on a desktop JVM (android_demo/README.md): its JNI C++ against the JDK's jni.h and
 # runtime/build's libedgecpm, its Java API with javac, then the desktop-JVM test. No Android SDK needed.
 .PHONY: android-build android-check
-android-build: native
+$(VENV)/.android: $(VENV)/.run
+	$(PIP) tree-sitter==0.26.1 tree-sitter-kotlin==1.1.0   # Kotlin syntax check of the app (no kotlinc here)
+	touch $@
+android-build: native $(VENV)/.android
 	bash android_demo/desktop/build.sh
 android-check: android-build $(VENV)/.test
 	$(PY) -m pytest -q -x tests/test_android_bridge.py

@@ -144,3 +144,11 @@ def torch_logits(model, ids) -> np.ndarray:
 
     with torch.no_grad():
         return model(torch.tensor([list(ids)])).logits[0].float().numpy()  # [S, vocab]
+
+
+@pytest.fixture(scope="session")
+def carried_default():
+    """The default model's default artifact (GGUF blocks carried over), exported once per run."""
+    from edgecpm.app.defaults import default_artifact
+
+    return default_artifact()

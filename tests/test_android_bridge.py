@@ -70,3 +70,27 @@ def test_java_binding_on_the_default_artifact(expected):
     jni_complaints = [line for line in out.splitlines() if re.search(r"WARNING in native method|FATAL ERROR in native"
                                                                       r"|JNI call made with exception pending", line)]
     assert not jni_complaints, jni_complaints
+
+
+def test_app_kotlin_and_gradle_scripts_parse():
+    """No Kotlin compiler or Android SDK here: the app's .kt and the Gradle .kts files are at least checked to
+    be syntactically valid Kotlin (tree-sitter's Kotlin grammar). Type errors still need Android Studio."""
+    if os.environ.get("CI"):
+        import tree_sitter as ts
+        import tree_sitter_kotlin as tk
+    else:
+        ts = pytest.importorskip("tree_sitter")
+        tk = pytest.importorskip("tree_sitter_kotlin")
+    parser = ts.Parser(ts.Language(tk.language()))
+    files = sorted((ROOT / "android_demo").rglob("*.kt")) + sorted((ROOT / "android_demo").rglob("*.kts"))
+    files = [f for f in files if "build" not in f.relative_to(ROOT / "android_demo").parts]
+    assert len(files) >= 8, files
+    bad = {}
+    for f in files:
+        stack = [parser.parse(f.read_bytes()).root_node]
+        while stack:
+            n = stack.pop()
+            if n.type == "ERROR" or n.is_missing:
+                bad.setdefault(str(f.relative_to(ROOT)), []).append((n.start_point, n.text[:60]))
+            stack.extend(n.children)
+    assert not bad, bad

@@ -66,8 +66,13 @@ def cli():
 @cli.command("export")
 @click.argument("source", required=False, type=click.Path())
 @click.option("-o", "--output", type=click.Path(), default=None, help="artifact folder (default models/NAME-qBITS)")
-@click.option("--q-bits", type=int, default=4, show_default=True, help="4, 8, 16 (fp16) or 32 (fp32)")
-@click.option("--q-group-size", type=int, default=32, show_default=True)
+@click.option("--q-bits", type=int, default=None,
+              help="4, 8, 16 (fp16) or 32 (fp32); default 4, or a GGUF source's own blocks kept exactly")
+@click.option("--q-group-size", type=int, default=None, help="default 32; given for a GGUF source, it re-quantizes")
+@click.option("--q-method", type=click.Choice(["search", "rtn"]), default="search", show_default=True,
+              help="search: error-minimizing block scales weighted by --calibration; rtn: round to nearest")
+@click.option("--calibration", type=click.Path(), default=None,
+              help="text whose activations weight the search (default: a short text shipped with edgecpm)")
 @click.option("--q-symmetric/--q-asymmetric", default=True, show_default=True)
 @click.option("--lm-head-bits", type=int, default=None, help="default 8 with --q-bits 4, 16 (fp16) with --q-bits 8")
 @click.option("--embed-bits", type=int, default=None, help="default 8 with --q-bits 4, 16 (fp16) with --q-bits 8")

@@ -15,14 +15,15 @@ def models_dir() -> Path:
     return Path(os.environ.get("EDGECPM_HOME") or Path.home() / ".cache" / "edgecpm")
 
 
-def default_artifact(q_bits: int = 4) -> Path:
-    """The default model's artifact folder, exported on first use."""
-    out = models_dir() / f"smollm2-135m-instruct-q{q_bits}"
+def default_artifact(q_bits: int | None = None) -> Path:
+    """The default model's artifact folder, exported on first use: its GGUF blocks carried over
+    exactly (q_bits None), or re-quantized to q_bits."""
+    out = models_dir() / f"smollm2-135m-instruct-{'gguf' if q_bits is None else f'q{q_bits}'}"
     if not (out / MANIFEST).is_file():
         from edgecpm.export import export
 
-        print(f"first use: exporting the default model (SmolLM2-135M-Instruct, {q_bits}-bit) to {out}",
-              file=sys.stderr)
+        what = "its GGUF blocks kept" if q_bits is None else f"{q_bits}-bit"
+        print(f"first use: exporting the default model (SmolLM2-135M-Instruct, {what}) to {out}", file=sys.stderr)
         export(None, str(out), q_bits=q_bits)
     return out
 

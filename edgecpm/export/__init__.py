@@ -14,10 +14,16 @@ from edgecpm.export.embedded import default_gguf
 MAX_DEFAULT_CONTEXT = 32768  # rotary caches are sized to the context; real configs say up to 262144
 
 
-def recipe(q_bits: int, q_group_size: int, q_symmetric: bool, lm_head_bits: int | None,
-           embed_bits: int | None) -> Quantization:
-    """The quantization recipe from the CLI flags, checked."""
+def recipe(q_bits: int | None, q_group_size: int | None, q_symmetric: bool, lm_head_bits: int | None,
+           embed_bits: int | None, source_kind: str = "hf", method: str = "search") -> Quantization:
+    """The quantization recipe from the CLI flags, checked. A GGUF source with neither --q-bits nor
+    --q-group-size keeps its blocks (method "gguf"; head/embedding bits 0 = as the source's)."""
     from edgecpm.export.quant import check_recipe
+
+    if source_kind == "gguf" and q_bits is None and q_group_size is None:
+        return Quantization(bits=4, group_size=32, symmetric=True, lm_head_bits=lm_head_bits or 0,
+                            embed_bits=embed_bits or 0, method="gguf")
+    q_bits, q_group_size = q_bits or 4, q_group_size or 32
 
     for flag, b in (("--q-bits", q_bits), ("--lm-head-bits", lm_head_bits), ("--embed-bits", embed_bits)):
         if b is not None and b not in (4, 8, 16, 32):
@@ -28,28 +34,35 @@ def recipe(q_bits: int, q_group_size: int, q_symmetric: bool, lm_head_bits: int 
     # flips near-tie argmaxes (tiny Llama top-1 0.9875 -> 1.0); --lm-head-bits/--embed-bits 8 trade it for size.
     lm = lm_head_bits or {4: 8, 8: 16}.get(q_bits, q_bits)
     emb = embed_bits or {4: 8, 8: 16}.get(q_bits, q_bits)
-    return Quantization(bits=q_bits, group_size=q_group_size, symmetric=q_symmetric, lm_head_bits=lm, embed_bits=emb)
+    return Quantization(bits=q_bits, group_size=q_group_size, symmetric=q_symmetric, lm_head_bits=lm, embed_bits=emb,
+                        method=method if q_bits in (4, 8) else "rtn")
 
 
-def export(source: str | None = None, output: str | None = None, q_bits: int = 4, q_group_size: int = 32,
+def export(source: str | None = None, output: str | None = None, q_bits: int | None = None,
+           q_group_size: int | None = None,
            q_symmetric: bool = True, lm_head_bits: int | None = None, embed_bits: int | None = None,
-           context_length: int | None = None, tokenizer: str | None = None, quiet: bool = False) -> Path:
+           context_length: int | None = None, tokenizer: str | None = None, quiet: bool = False,
+           q_method: str = "search", calibration: str | None = None) -> Path:
     """Export SOURCE (HF folder or .gguf; default: the embedded SmolLM2) to the artifact folder OUTPUT.
 
     Builds into a temporary sibling folder and renames it into place at the end, so an interrupted
     export never leaves a folder that loads. TOKENIZER (an HF folder or .gguf) replaces the
     checkpoint's own tokenizer, e.g. for random benchmark checkpoints that have none.
     """
+    from edgecpm.export import calibrate
     from edgecpm.export.checkpoint import open_source
     from edgecpm.export.models import get_architecture
 
-    q = recipe(q_bits, q_group_size, q_symmetric, lm_head_bits, embed_bits)
+    recipe(q_bits, q_group_size, q_symmetric, lm_head_bits, embed_bits)  # flags checked before any file is read
     src = open_source(source or default_gguf())
+    q = recipe(q_bits, q_group_size, q_symmetric, lm_head_bits, embed_bits, src.kind, q_method)
+    q, calib_text, calib_where = calibrate.prepare(calibration, q)
     arch = get_architecture(src.config.get("model_type"))
     args = arch.model_args(src.config)
     src.names()  # every weight file readable, before any work
     tok_src = _tokenizer_source(src, tokenizer)
-    out = Path(output or f"models/{Path(src.path).stem}-q{q_bits}").absolute()
+    suffix = "gguf" if q.method == "gguf" else f"q{q.bits}"
+    out = Path(output or f"models/{Path(src.path).stem}-{suffix}").absolute()
     if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not an edgecpm artifact; pick another -o/--output")
     ctx = min(context_length or args.max_position_embeddings, context_length or MAX_DEFAULT_CONTEXT)
@@ -59,7 +72,8 @@ def export(source: str | None = None, output: str | None = None, q_bits: int = 4
     tmp.mkdir()
     t0 = time.perf_counter()
     try:
-        manifest = _write(src, tok_src, arch, args, q, ctx, tmp, quiet)
+        imp = calibrate.importance(src.path, tokenizer, calib_text, calib_where, tmp) if calib_text else {}
+        manifest = _write(src, tok_src, arch, args, q, ctx, tmp, quiet, imp)
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -71,7 +85,8 @@ def export(source: str | None = None, output: str | None = None, q_bits: int = 4
     return out
 
 
-def _write(src, tok_src, arch, args, q: Quantization, ctx: int, tmp: Path, quiet: bool) -> Manifest:
+def _write(src, tok_src, arch, args, q: Quantization, ctx: int, tmp: Path, quiet: bool,
+           importance: dict | None = None) -> Manifest:
     from rich.progress import Progress
 
     from edgecpm.export.blocks import Ctx
@@ -79,11 +94,13 @@ def _write(src, tok_src, arch, args, q: Quantization, ctx: int, tmp: Path, quiet
     from edgecpm.export.graph import GraphBuilder
 
     g = GraphBuilder(tmp)
-    c = Ctx(g=g, w=Weights(src, arch.sanitize, args), q=q, ctx_len=ctx)
+    c = Ctx(g=g, w=Weights(src, arch.sanitize, args, carry=q.method == "gguf"), q=q, ctx_len=ctx,
+            importance=importance or {})
     with Progress(disable=quiet, transient=True) as bar:
         task = bar.add_task(f"exporting {args.model_type}", total=args.num_hidden_layers)
         arch.build(c, args, progress=lambda: bar.advance(task))
     g.finish(tmp / MODEL_FILE, __version__)
+    q = written_recipe(c, q, quiet)
     tok = _tokenizer(tok_src, tmp, src.config)
     manifest = Manifest(
         architecture=args.model_type, layer_types=args.layer_types, context_length=ctx,
@@ -97,6 +114,22 @@ def _write(src, tok_src, arch, args, q: Quantization, ctx: int, tmp: Path, quiet
                       for p in sorted(tmp.iterdir()) if p.is_file()}
     (tmp / MANIFEST).write_text(manifest.to_json())
     return manifest
+
+
+def written_recipe(c, q: Quantization, quiet: bool) -> Quantization:
+    """The recipe as written: for a GGUF carry-over, the head/embedding bits the blocks took and the
+    types kept; a note for the source tensors that had to be re-quantized."""
+    import dataclasses
+
+    if q.method != "gguf":
+        return q
+    kept = set(c.carried)
+    left = {t for t in c.w.source_types() if t not in kept and t not in ("F32", "F16", "BF16")}
+    if left and not quiet:
+        print(f"note: {', '.join(sorted(left))} blocks have no exact MatMulNBits layout; those tensors are "
+              f"re-quantized to int{q.bits} g{q.group_size} (error-minimizing search)")
+    return dataclasses.replace(q, lm_head_bits=q.lm_head_bits or c.memo.get(("bits", "lm_head"), q.bits),
+                               embed_bits=q.embed_bits or c.embed_bits, carried=dict(sorted(c.carried.items())))
 
 
 def _tokenizer_source(src, tokenizer: str | None):

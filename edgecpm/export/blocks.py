@@ -13,8 +13,18 @@ import numpy as np
 from onnx import TensorProto
 
 from edgecpm.contract import Quantization, StateSpec
+from edgecpm.export.gguf_blocks import BlockWeight
 from edgecpm.export.graph import MS, GraphBuilder
+from edgecpm.export.qlinear import (
+    as_float,
+    carried_linear,
+    carried_parts,
+    forced_bits,
+    gather_blocks,
+    matmul_nbits,
+)
 from edgecpm.export.quant import quantize
+from edgecpm.export.quant_search import search_quantize
 
 F32, I64, I32 = TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT32
 
@@ -32,27 +42,36 @@ class Ctx:
     cos: str = ""
     sin: str = ""
     states: list[StateSpec] = field(default_factory=list)
+    memo: dict = field(default_factory=dict)  # values made once per graph (e.g. block sums of an input)
+    carried: dict = field(default_factory=dict)  # GGUF type -> tensors carried over exactly
+    embed_bits: int = 0  # what the embedding was written with
+    importance: dict = field(default_factory=dict)  # layer name -> per-input-channel importance [K]
 
-    def bits_for(self, name: str) -> int:
-        """Weight bits for a tensor: per-layer override (longest prefix) or the recipe's."""
-        hits = [p for p in self.q.overrides if name.startswith(p)]
-        return int(self.q.overrides[max(hits, key=len)]) if hits else self.q.bits
+
+def quantize_float(c: Ctx, w: np.ndarray, bits: int, name: str):
+    """Float weight [N, K] -> MatMulNBits tensors by the recipe's method: int4 "search" (and the
+    leftovers of a GGUF carry-over) -> error-minimizing blocks weighted by the layer's calibration
+    importance, with a per-block min when asymmetric; otherwise round-to-nearest."""
+    if c.q.method in ("search", "gguf") and bits == 4:
+        return search_quantize(w, bits, c.q.group_size, c.importance.get(name), with_min=not c.q.symmetric)
+    return quantize(w, bits, c.q.group_size, c.q.symmetric or bits == 8)  # 8-bit symmetric: a tied head shares
 
 
-def linear(c: Ctx, x: str, w: np.ndarray, name: str, bits: int | None = None, bias: np.ndarray | None = None) -> str:
-    """y = x @ w.T (+ bias). w: [N, K]. int4/int8 -> MatMulNBits; 16 -> fp16 storage; 32 -> fp32."""
-    g, bits = c.g, bits or c.bits_for(name)
-    N, K = w.shape
+def linear(c: Ctx, x: str, w, name: str, bits: int | None = None, bias: np.ndarray | None = None) -> str:
+    """y = x @ w.T (+ bias). w: [N, K] float, a GGUF BlockWeight, or a list of either stacked along N.
+    GGUF blocks are carried over exactly unless bits are forced; else int4/int8 -> MatMulNBits,
+    16 -> fp16 storage, 32 -> fp32."""
+    ws = w if isinstance(w, list) else [w]
+    forced = forced_bits(c, name, bits)
+    if not forced and all(isinstance(p, BlockWeight) for p in ws):
+        return carried_parts(c, x, ws, name, bias)
+    w = np.concatenate([as_float(p) for p in ws]) if len(ws) > 1 else as_float(ws[0])  # [N, K]
+    g, bits = c.g, forced or c.q.bits
     if bits in (4, 8):
-        qw = quantize(w, bits, c.q.group_size, c.q.symmetric)
-        ins = [g.init(f"{name}.qweight", qw.B), g.init(f"{name}.scales", qw.scales)]
-        ins.append(g.init(f"{name}.qzeros", qw.zero_points) if qw.zero_points is not None else "")
-        if bias is not None:
-            ins += ["", g.init(f"{name}.bias", bias.astype(np.float32))]
-        while ins[-1] == "":
-            ins.pop()
-        return g.op("MatMulNBits", x, *ins, name=name, domain=MS, K=K, N=N, bits=bits,
-                    block_size=c.q.group_size, accuracy_level=c.q.accuracy_level)
+        qw = quantize_float(c, w, bits, name)
+        if isinstance(qw, BlockWeight):  # blocks with a min: the exact split, as for GGUF Q4_1
+            return carried_linear(c, x, qw, name, bias)
+        return matmul_nbits(c, x, qw, name, bias)
     wt = np.ascontiguousarray(w.T)  # [K, N]
     if bits == 16:
         wt = g.op("Cast", g.init(f"{name}.weight_fp16", wt.astype(np.float16)), to=F32)
@@ -77,15 +96,18 @@ def add_rms_norm(c: Ctx, x: str, residual: str | None, weight: np.ndarray, eps: 
     return out, total
 
 
-def embedding(c: Ctx, ids: str, table: np.ndarray, bits: int, name: str = "model.embed_tokens") -> str:
-    """ids [1, S] -> [1, S, hidden]. 4/8 bits -> GatherBlockQuantized (symmetric blocks)."""
+def embedding(c: Ctx, ids: str, table, bits: int, name: str = "model.embed_tokens") -> str:
+    """ids [1, S] -> [1, S, hidden]. GGUF blocks (bits 0) and 4/8 bits -> GatherBlockQuantized."""
     g = c.g
+    if not bits and isinstance(table, BlockWeight) and table.block >= 16:
+        c.carried[table.kind] = c.carried.get(table.kind, 0) + 1
+        c.embed_bits = table.bits
+        return gather_blocks(c, ids, table.packed(), name, table.m)
+    table = as_float(table)
+    bits = bits or c.q.bits
+    c.embed_bits = bits
     if bits in (4, 8) and table.shape[1] % c.q.group_size == 0:
-        qw = quantize(table, bits, c.q.group_size, symmetric=True)
-        data = qw.B.reshape(qw.N, -1)  # [V, hidden * bits / 8]
-        return g.op("GatherBlockQuantized", g.init(f"{name}.qweight", data), ids,
-                    g.init(f"{name}.scales", qw.scales), name=name, domain=MS,
-                    bits=bits, block_size=c.q.group_size, gather_axis=0, quantize_axis=1)
+        return gather_blocks(c, ids, quantize(table, bits, c.q.group_size, symmetric=True), name)
     dtype = np.float16 if bits in (4, 8, 16) else np.float32
     t = g.init(f"{name}.weight", table.astype(dtype))
     out = g.op("Gather", t, ids, name=name, axis=0)
@@ -158,7 +180,7 @@ def gqa(c: Ctx, layer: int, q: str, k: str, v: str, a: AttnShape, name: str) -> 
 def swiglu_mlp(c: Ctx, x: str, gate: np.ndarray, up: np.ndarray, down: np.ndarray, prefix: str) -> str:
     """down(silu(gate x) * up x), gate and up fused into one matmul."""
     g = c.g
-    gu = linear(c, x, np.concatenate([gate, up]), f"{prefix}.gate_up_proj")  # [1, S, 2I]
+    gu = linear(c, x, [gate, up], f"{prefix}.gate_up_proj")  # [1, S, 2I]
     a, b = g.node("Split", [gu, g.const("split_mlp", [gate.shape[0], up.shape[0]])], 2, f"{prefix}.split", axis=-1)
     act = g.op("Mul", a, g.op("Sigmoid", a))  # silu
     return linear(c, g.op("Mul", act, b), down, f"{prefix}.down_proj")

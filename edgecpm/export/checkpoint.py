@@ -103,9 +103,16 @@ class Weights:
     name "lm_head.weight" so it can apply head-only scaling.
     """
 
-    def __init__(self, source, sanitize, args):
+    def __init__(self, source, sanitize, args, carry: bool = False):
         self.source, self.sanitize, self.args = source, sanitize, args
         self._names = source.names()
+        self.carry = carry and hasattr(source, "blocks")  # GGUF blocks kept as they are (BlockWeight)
+
+    def source_types(self) -> set[str]:
+        """The source's tensor types (GGUF type names; empty for other sources)."""
+        if not hasattr(self.source, "type_name"):
+            return set()
+        return {self.source.type_name(n) for n in self._names}
 
     def __contains__(self, name: str) -> bool:
         return name in self._names
@@ -117,4 +124,19 @@ class Weights:
         if raw not in self._names:
             raise UserError(f"checkpoint {self.source.path} lacks tensor {raw}; it is incomplete or not a "
                             f"{self.args.model_type} checkpoint")
+        if self.carry:
+            bw = self.source.blocks(raw)
+            if bw is not None:
+                return self._sanitize_rows(name, bw)
         return self.sanitize(name, self.source.get(raw), self.args, self.source.kind)
+
+    def _sanitize_rows(self, name: str, bw):
+        """sanitize() on GGUF blocks: a row permutation (llama.cpp's q/k order) is found by sanitizing
+        the row numbers and applied to the blocks; any other change needs floats (dequantized)."""
+        N = bw.shape[0]
+        rows = np.arange(N, dtype=np.float64).reshape(N, 1)  # [N, 1]
+        out = np.asarray(self.sanitize(name, rows, self.args, self.source.kind))
+        if out.shape == (N, 1) and np.array_equal(np.sort(out[:, 0]), rows[:, 0]):
+            return bw if np.array_equal(out, rows) else bw.take_rows(out[:, 0].astype(np.int64))
+        return self.sanitize(name, bw.dequantize(), self.args, self.source.kind)
+

@@ -99,11 +99,29 @@ class GGUFSource:
     def names(self) -> set[str]:
         return set(self.tensors)
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        """HF-orientation shape [out, in] (GGUF lists dimensions innermost first)."""
+        return tuple(int(d) for d in reversed(self.tensors[name].shape))
+
     def get(self, name: str) -> np.ndarray:
         from gguf.quants import dequantize
 
         t = self.tensors[name]
         return np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)  # HF orientation [out, in]
+
+    def blocks(self, name: str):
+        """The tensor in its own blocks (gguf_blocks.BlockWeight, exact), or None for a type with no
+        MatMulNBits layout (F32/F16/BF16 and IQ*/Q2_K/Q3_K/...: those are read as floats)."""
+        from edgecpm.export.gguf_blocks import FORMATS, carry
+
+        t = self.tensors[name]
+        kind = t.tensor_type.name
+        if kind not in FORMATS or len(t.shape) != 2:
+            return None
+        return carry(np.asarray(t.data).reshape(int(t.shape[1]), -1), kind, int(t.shape[0]))
+
+    def type_name(self, name: str) -> str:
+        return self.tensors[name].tensor_type.name
 
     def sha256(self) -> str:
         return sha256_file(self.path)

@@ -6,6 +6,7 @@ an export's peak RAM is a small multiple of the largest tensor, not of the model
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ class GraphBuilder:
         self._names: dict[str, int] = {}
         self._consts: dict[tuple, str] = {}
         self._overloads: dict[tuple, str] = {}  # function signature -> overload id
+        self._written: dict[tuple, tuple] = {}  # (dtype, blake2b of the bytes) -> (first tensor, offset)
         self.weights_bytes = 0
 
     def name(self, base: str) -> str:
@@ -54,18 +56,28 @@ class GraphBuilder:
         if array.size <= SMALL:
             self.inits.append(numpy_helper.from_array(array, name))
             return name
-        # Big tensors: write the array's own buffer (no serialized copy) and reference it.
-        offset = self.data.tell()
-        pad = -offset % ALIGN
-        self.data.write(b"\0" * pad)
-        offset += pad
-        self.data.write(memoryview(array.reshape(-1)).cast("B"))
+        # Big tensors: write the array's own buffer (no serialized copy) and reference it. Bytes already
+        # written (a tied embedding's blocks reused by the lm_head) are referenced again, not rewritten:
+        # the same shape shares the initializer itself, another shape points at the same bytes.
+        view = memoryview(array.reshape(-1)).cast("B")
+        key = (array.dtype.str, hashlib.blake2b(view, digest_size=16).digest())
+        if key in self._written:
+            first, offset = self._written[key]
+            if tuple(first.dims) == array.shape:
+                return first.name
+        else:
+            offset = self.data.tell()
+            pad = -offset % ALIGN
+            self.data.write(b"\0" * pad)
+            offset += pad
+            self.data.write(view)
+            self.weights_bytes += array.nbytes
         tensor = onnx.TensorProto(name=name, dims=array.shape,
                                   data_type=helper.np_dtype_to_tensor_dtype(array.dtype))
+        self._written.setdefault(key, (tensor, offset))
         tensor.data_location = TensorProto.EXTERNAL
         for k, v in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(array.nbytes))):
             tensor.external_data.add(key=k, value=v)
-        self.weights_bytes += array.nbytes
         self.inits.append(tensor)
         return name
 

@@ -41,7 +41,7 @@ def attention(c: Ctx, a: Args, i: int, x: str, qk_norm: bool = False, norm_names
     p, s = f"{a.prefix}.layers.{i}.self_attn", attn_shape(a)
     ws = [c.w[f"{p}.{n}_proj.weight"] for n in "qkv"]
     bias = np.concatenate([c.w[f"{p}.{n}_proj.bias"] for n in "qkv"]) if f"{p}.q_proj.bias" in c.w else None
-    qkv = linear(c, x, np.concatenate(ws), f"{p}.qkv_proj", bias=bias)  # [1, S, (H + 2 KV) hd]
+    qkv = linear(c, x, ws, f"{p}.qkv_proj", bias=bias)  # [1, S, (H + 2 KV) hd]
     if not qk_norm:
         out = gqa(c, i, qkv, "", "", s, p)
     else:

@@ -97,17 +97,17 @@ fun ChatScreen(vm: ChatViewModel) {
 
 @Composable
 fun ModelPicker(vm: ChatViewModel, modifier: Modifier) {
-    var open by remember { mutableStateOf(false) }
+    var expanded by remember { mutableStateOf(false) }
     Box(modifier) {
-        TextButton(onClick = { vm.rescan(); open = true }, enabled = !vm.busy) {
+        TextButton(onClick = { vm.rescan(); expanded = true }, enabled = !vm.busy) {
             Text(vm.current?.name ?: "Pick a model")
         }
-        DropdownMenu(expanded = open, onDismissRequest = { open = false }) {
+        DropdownMenu(expanded = expanded, onDismissRequest = { expanded = false }) {
             if (vm.models.isEmpty()) {
-                DropdownMenuItem(text = { Text("no artifact in files/models (see README)") }, onClick = { open = false })
+                DropdownMenuItem(text = { Text("no artifact in files/models (see README)") }, onClick = { expanded = false })
             }
             for (dir in vm.models) {
-                DropdownMenuItem(text = { Text(dir.name) }, onClick = { open = false; vm.select(dir) })
+                DropdownMenuItem(text = { Text(dir.name) }, onClick = { expanded = false; vm.select(dir) })
             }
         }
     }

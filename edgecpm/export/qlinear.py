@@ -1,0 +1,94 @@
+"""Quantized linear layers and embeddings: MatMulNBits / GatherBlockQuantized nodes from float weights
+(re-quantized by the recipe's method) or from GGUF blocks carried over exactly (edgecpm.export.gguf_blocks).
+
+Activations are fp32 [1, S, features].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgecpm.export.gguf_blocks import BlockWeight, stack
+from edgecpm.export.graph import MS
+from edgecpm.export.quant import QuantizedWeight
+
+
+def forced_bits(c, name: str, bits: int | None) -> int:
+    """Bits a tensor must be written with (0 = the recipe's; GGUF blocks are then carried as they are)."""
+    return bits or 0
+
+
+def as_float(w) -> np.ndarray:
+    return w.dequantize() if isinstance(w, BlockWeight) else np.asarray(w, np.float32)
+
+
+def matmul_nbits(c, x: str, qw: QuantizedWeight, name: str, bias: np.ndarray | None = None) -> str:
+    """x [1, S, K] -> [1, S, N] through one MatMulNBits node."""
+    g = c.g
+    ins = [g.init(f"{name}.qweight", qw.B), g.init(f"{name}.scales", qw.scales)]
+    ins.append(g.init(f"{name}.qzeros", qw.zero_points) if qw.zero_points is not None else "")
+    if bias is not None:
+        ins += ["", g.init(f"{name}.bias", bias.astype(np.float32))]
+    while ins[-1] == "":
+        ins.pop()
+    return g.op("MatMulNBits", x, *ins, name=name, domain=MS, K=qw.K, N=qw.N, bits=qw.bits,
+                block_size=qw.group, accuracy_level=c.q.accuracy_level)
+
+
+def block_sums(c, x: str, K: int, block: int) -> str:
+    """x [1, S, K] -> per-block sums [1, S, K/block]; made once per (input, block size)."""
+    key = ("block_sums", x, block)
+    if key not in c.memo:
+        g = c.g
+        xb = g.op("Reshape", x, g.const("shape_blocks", [0, 0, K // block, block]))  # [1, S, kb, block]
+        c.memo[key] = g.op("ReduceSum", xb, g.const("axis_last", [-1]), keepdims=0)  # [1, S, kb]
+    return c.memo[key]
+
+
+def carried_linear(c, x: str, bw: BlockWeight, name: str, bias: np.ndarray | None = None) -> str:
+    """y = x W^T for GGUF blocks: MatMulNBits on (q, d) plus, for blocks with a minimum,
+    block_sums(x) @ M'^T (M' [N, kb] fp32), which makes it exact."""
+    if bw.kind != "search":
+        c.carried[bw.kind] = c.carried.get(bw.kind, 0) + 1
+    c.memo[("bits", name)] = bw.bits
+    y = matmul_nbits(c, x, bw.packed(), name, bias)
+    if bw.m is None:
+        return y
+    N, K = bw.shape
+    mins = c.g.init(f"{name}.block_mins", np.ascontiguousarray(bw.m.T))  # [kb, N]
+    corr = c.g.op("MatMul", block_sums(c, x, K, bw.block), mins, name=f"{name}.mins")  # [1, S, N]
+    return c.g.op("Add", y, corr)
+
+
+def carried_parts(c, x: str, ws: list[BlockWeight], name: str, bias: np.ndarray | None) -> str:
+    """Weights to be stacked along N (q/k/v, gate/up): one node when their layouts agree, else one
+    per run of equal layouts, concatenated (a Q4_K_M file mixes Q4_K and Q6_K)."""
+    runs: list[list[BlockWeight]] = []
+    for w in ws:
+        if runs and runs[-1][0].layout == w.layout:
+            runs[-1].append(w)
+        else:
+            runs.append([w])
+    if len(runs) == 1:
+        return carried_linear(c, x, stack(ws), name, bias)
+    outs, start = [], 0
+    for i, run in enumerate(runs):
+        n = sum(w.shape[0] for w in run)
+        b = None if bias is None else bias[start : start + n]
+        outs.append(carried_linear(c, x, stack(run), f"{name}.part{i}", b))
+        start += n
+    return c.g.op("Concat", *outs, axis=-1)
+
+
+def gather_blocks(c, ids: str, qw: QuantizedWeight, name: str, mins: np.ndarray | None = None) -> str:
+    """ids [1, S] -> [1, S, K] via GatherBlockQuantized. Data is stored [V, kb, blob], the shape of
+    MatMulNBits' B, so a tied lm_head with the same blocks shares these bytes (graph dedupe)."""
+    g = c.g
+    V, kb, _ = qw.B.shape
+    scales = qw.scales.reshape(V, kb, 1)  # GatherBlockQuantized wants the data's rank
+    y = g.op("GatherBlockQuantized", g.init(f"{name}.qweight", qw.B), ids, g.init(f"{name}.scales", scales),
+             name=name, domain=MS, bits=qw.bits, block_size=qw.group, gather_axis=0, quantize_axis=2)  # [1, S, kb, g]
+    if mins is not None:
+        m = g.op("Gather", g.init(f"{name}.block_mins", mins.reshape(V, kb, 1)), ids, axis=0)  # [1, S, kb, 1]
+        y = g.op("Add", y, m)
+    return g.op("Reshape", y, g.const("shape_hidden", [0, 0, kb * qw.group]))  # [1, S, K]
