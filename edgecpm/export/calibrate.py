@@ -120,12 +120,12 @@ def prepare(calibration: str | None, q):
     recipe cannot use, or a bad file, is a one-line error before any work."""
     import dataclasses
 
+    if calibration == "none":
+        return q, None, ""
     if q.method != "search" or q.bits != 4:
         if calibration:
             raise UserError("--calibration weights the int4 search; it needs --q-bits 4 and --q-method search "
                             "(a GGUF source also needs --q-bits 4 to be re-quantized)")
-        return q, None, ""
-    if calibration == "none":
         return q, None, ""
     text = read_text(calibration or DEFAULT_TEXT, "--calibration")
     name = Path(calibration).name if calibration else "default"

@@ -123,7 +123,7 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
         val free = freeMemoryBytes()
         if (need > free) {
             localProblem = "the model needs ${need / MB} MB (weights + state at $ctx tokens), ${free / MB} MB are free"
-            return "${dir.name}: $localProblem; answers go to the cloud" to ""
+            return "${dir.name}: $localProblem; not loaded" to ""
         }
         val options = Options().threads(s.threads).providers(s.provider.list).reportPlacement(true)
         File(nativeLibDir, "libedgecpm_ops.so").takeIf { it.isFile }?.let { options.opsLibrary(it.path) }
@@ -139,6 +139,9 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
         } catch (e: EdgecpmException) {
             localProblem = e.message
             return "${dir.name}: ${e.message}" to ""
+        } catch (e: LinkageError) { // libedgecpm_jni (or a library it needs) missing from the APK for this ABI
+            localProblem = "the native runtime did not load (${e.message})"
+            return "${dir.name}: $localProblem" to ""
         }
         model = m
         localProblem = null
