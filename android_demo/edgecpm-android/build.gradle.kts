@@ -26,7 +26,7 @@ dependencies {
 
 val ortUnpacked = layout.buildDirectory.dir("ort-aar")
 val unpackOrt = tasks.register<Copy>("unpackOrt") {
-    from({ zipTree(ortAar.singleFile) }) {
+    from(providers.provider { zipTree(ortAar.singleFile) }) {  // resolved when the task runs
         include("headers/**", "jni/**")
     }
     into(ortUnpacked)
