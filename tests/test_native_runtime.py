@@ -306,3 +306,36 @@ def test_bench_reports_speed_rss_and_placement(tiny):
     assert "CPUExecutionProvider" in r.stdout and "recurrent kernel native" in r.stdout
     res = json.loads(run(art, "--bench", "--json").stdout)
     assert res["decode_64_tps"] > 0 and res["peak_rss_mb"] > 0
+
+
+def test_chat_conversation_overflow_is_an_error(tiny):
+    art, _ = tiny("llama", 32)
+    m = Model(art, context=24)
+    chat = Chat(m, system="Be brief.")
+    with pytest.raises(NativeError) as e:
+        chat.send("Hello world, how are you today? " * 3, max_tokens=4)
+    assert e.value.status == 6 and "exceeds the local context of 24" in e.value.message
+    chat.close()
+    m.close()
+
+
+def test_two_models_on_two_threads_equal_serial_runs(tiny):
+    """Different models may run concurrently on different threads (ctypes releases the GIL in each call)."""
+    import threading
+
+    arts = [tiny("llama", 32)[0], tiny("minimax", 32)[0]]
+    models = [Model(a) for a in arts]
+    serial = [m.generate(PROMPT, max_tokens=24)[2] for m in models]
+    got = [None, None]
+
+    def work(i):
+        got[i] = [models[i].generate(PROMPT, max_tokens=24)[2] for _ in range(3)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == [[serial[0]] * 3, [serial[1]] * 3]
+    for m in models:
+        m.close()
