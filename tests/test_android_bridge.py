@@ -67,8 +67,10 @@ def test_java_binding_on_the_default_artifact(expected):
     print(out)
     assert r.returncode == 0, out
     assert re.search(r"^12 passed, 0 failed$", r.stdout, re.M), out
-    jni_complaints = [line for line in out.splitlines() if re.search(r"WARNING in native method|FATAL ERROR in native"
-                                                                      r"|JNI call made with exception pending", line)]
+    # e.g. "WARNING: JNI local refs: 33, exceeds capacity: 32" when the callback loop keeps its local refs
+    # (seen when DeleteLocalRef is removed from on_piece), "WARNING in native method: ..." for a pending exception
+    jni_complaints = [line for line in out.splitlines() if re.search(r"^WARNING|WARNING in native method|FATAL ERROR"
+                                                                      r"|JNI local refs|exception pending", line)]
     assert not jni_complaints, jni_complaints
 
 
