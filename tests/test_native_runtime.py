@@ -339,3 +339,10 @@ def test_two_models_on_two_threads_equal_serial_runs(tiny):
     assert got == [[serial[0]] * 3, [serial[1]] * 3]
     for m in models:
         m.close()
+
+
+def test_unavailable_provider_falls_back_to_cpu_and_says_so(tiny):
+    art, _ = tiny("llama", 32)
+    r = run(art, "-p", PROMPT, "-m", 8, "--provider", "xnnpack", "--json")
+    assert "xnnpack is not available" in r.stderr and "falling back to CPU" in r.stderr
+    assert json.loads(r.stdout)["tokens"] == run_json(art, "-p", PROMPT, "-m", 8)["tokens"]

@@ -179,6 +179,18 @@ int main(int argc, char** argv) {
   edgecpm_model* m = nullptr;
   edgecpm_status st = edgecpm_open(artifact, &oo, &m);
   if (st) return fail(st);
+  {  // say when a requested execution provider was not used (the Python CLI does too)
+    char* notes = nullptr;
+    if (edgecpm_model_info(m, &notes, nullptr, nullptr) == EDGECPM_OK && notes) {
+      for (const char* line = notes; *line;) {
+        const char* end = std::strchr(line, '\n');
+        std::string l(line, end ? end - line : std::strlen(line));
+        if (l.find("falling back") != std::string::npos) std::fprintf(stderr, "%s\n", l.c_str());
+        line = end ? end + 1 : line + l.size();
+      }
+    }
+    edgecpm_free(notes);
+  }
   int rc = 0;
   if (do_bench) {
     rc = bench(m, gp.prefill_chunk, json);
