@@ -20,6 +20,10 @@ ARCHITECTURES = {
     "qwen3_5": "edgecpm.export.models.qwen3_5_text",  # Qwen3_5ForConditionalGeneration: its text stack
     "lfm2": "edgecpm.export.models.lfm2",
     "minimax": "edgecpm.export.models.minimax",
+    "granitemoehybrid": "edgecpm.export.models.granitemoehybrid",
+    "falcon_h1": "edgecpm.export.models.falcon_h1",
+    "nemotron_h": "edgecpm.export.models.nemotron_h",
+    "qwen3_next": "edgecpm.export.models.qwen3_next",
 }
 
 

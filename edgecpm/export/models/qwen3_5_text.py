@@ -71,12 +71,14 @@ def attention(c: Ctx, a: Args, i: int, x: str) -> str:
     return linear(c, out, w[f"{p}.o_proj.weight"], f"{p}.o_proj")
 
 
-def gated_deltanet(c: Ctx, a: Args, i: int, x: str) -> str:
+def gated_deltanet(c: Ctx, a: Args, i: int, x: str, in_proj: list | None = None) -> str:
+    """in_proj: the input projection's row blocks, stacked they must be [q; k; v; z; b; a] (all heads
+    each); default Qwen3.5's in_proj_qkv, _z, _b, _a (Qwen3-Next passes its reordered qkvz, ba)."""
     p, w, g, cfg = f"{a.prefix}.layers.{i}.linear_attn", c.w, c.g, a.cfg
     hk, hv = int(cfg["linear_num_key_heads"]), int(cfg["linear_num_value_heads"])
     dk, dv = int(cfg["linear_key_head_dim"]), int(cfg["linear_value_head_dim"])
     kd, vd = hk * dk, hv * dv
-    ws = [w[f"{p}.in_proj_{n}.weight"] for n in ("qkv", "z", "b", "a")]
+    ws = in_proj or [w[f"{p}.in_proj_{n}.weight"] for n in ("qkv", "z", "b", "a")]
     y = linear(c, x, np.concatenate(ws), f"{p}.in_proj")  # [1, S, 2kd + vd + vd + 2 hv]
     qkv, z, b, dt = g.node("Split", [y, g.const("split_gdn", [2 * kd + vd, vd, hv, hv])], 4, f"{p}.split", axis=-1)
     qkv = causal_conv(c, i, qkv, w[f"{p}.conv1d.weight"], f"{p}.conv1d", activation="silu")  # [1, S, 2kd+vd]
