@@ -72,7 +72,10 @@ def test_tokenizer_round_trips_like_transformers(fp32, hf_model):
 def test_int4_default_answers_paris(tmp_path):
     engine, tok = load(default_artifact())  # exported on first use
     assert engine.manifest.quantization.bits == 4
-    answer = ChatSession(engine, tok).ask("What is the capital of France?", max_tokens=48)
+    # The bare "What is the capital of France?" is a near-tie for the exact weights themselves (first token
+    # "The" 0.152 vs "L" 0.140), which the int8 activations of MatMulNBits (accuracy_level 4) flip; asked
+    # for one sentence, the exact weights and the carried-over default both answer "The capital of France is Paris."
+    answer = ChatSession(engine, tok).ask("What is the capital of France? Answer in one sentence.", max_tokens=48)
     assert "Paris" in answer
     assert isinstance(generate(engine, tok, "The capital of France is", max_tokens=8), str)
 
