@@ -85,6 +85,7 @@ def lib():
         "edgecpm_chat_create": (C.c_int, [vp, C.c_char_p, C.POINTER(vp)]),
         "edgecpm_chat_send": (C.c_int, [vp, C.c_char_p, C.POINTER(GenParams), STREAM, vp, C.POINTER(vp)]),
         "edgecpm_chat_last_prefill": (C.c_int32, [vp]),
+        "edgecpm_chat_add": (C.c_int, [vp, C.c_char_p, C.c_char_p]),
         "edgecpm_chat_destroy": (None, [vp]),
     }
     for name, (res, args) in sig.items():
@@ -219,6 +220,9 @@ class Chat:
         p = self.m.params(**gen)
         self.m._check(self.m.L.edgecpm_chat_send(self.h, content.encode(), C.byref(p), cb, None, C.byref(out)))
         return self.m._take_string(out)
+
+    def add(self, role: str, content: str) -> None:
+        self.m._check(self.m.L.edgecpm_chat_add(self.h, role.encode(), content.encode()))
 
     @property
     def last_prefill(self) -> int:

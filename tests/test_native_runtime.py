@@ -346,3 +346,25 @@ def test_unavailable_provider_falls_back_to_cpu_and_says_so(tiny):
     r = run(art, "-p", PROMPT, "-m", 8, "--provider", "xnnpack", "--json")
     assert "xnnpack is not available" in r.stderr and "falling back to CPU" in r.stderr
     assert json.loads(r.stdout)["tokens"] == run_json(art, "-p", PROMPT, "-m", 8)["tokens"]
+
+
+def test_chat_add_keeps_reuse_for_turns_answered_elsewhere(default_art):
+    """edgecpm_chat_add: a turn the cloud answered joins the history; the next turn equals Python's respond().
+    (On the default model: a random-weight model's invalid UTF-8 would decode differently, see _same_text.)"""
+    for art in (default_art,):
+        m = Model(art)
+        chat = Chat(m)
+        first = chat.send("Hello world", max_tokens=8)
+        chat.add("user", "What is the capital of France?")
+        chat.add("assistant", "Paris (answered by the cloud).")
+        third = chat.send("how are you today?", max_tokens=8)
+        engine, tok = load(art)
+        py = ChatSession(engine, tok)
+        assert py.ask("Hello world", max_tokens=8) == first
+        msgs = py.messages + [{"role": "user", "content": "What is the capital of France?"},
+                              {"role": "assistant", "content": "Paris (answered by the cloud)."},
+                              {"role": "user", "content": "how are you today?"}]
+        assert "".join(r.text for r in py.respond(msgs, max_tokens=8)) == third
+        assert chat.last_prefill == py.last_prefill
+        chat.close()
+        m.close()

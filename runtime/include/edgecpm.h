@@ -155,6 +155,9 @@ EDGECPM_API void edgecpm_snapshot_free(edgecpm_snapshot* snap);
 EDGECPM_API edgecpm_status edgecpm_chat_create(edgecpm_model* model, const char* system, edgecpm_chat** out);
 EDGECPM_API edgecpm_status edgecpm_chat_send(edgecpm_chat* chat, const char* content, const edgecpm_gen_params* params,
                                              edgecpm_stream_fn fn, void* user, char** reply);
+/* Append a message without generating (e.g. a turn answered elsewhere, like the cloud): the next send
+ * renders the whole conversation and still prefills only what the state does not hold. */
+EDGECPM_API edgecpm_status edgecpm_chat_add(edgecpm_chat* chat, const char* role, const char* content);
 /* Tokens prefilled for the last turn (the rest came from the state). */
 EDGECPM_API int32_t edgecpm_chat_last_prefill(const edgecpm_chat* chat);
 EDGECPM_API edgecpm_status edgecpm_chat_reset(edgecpm_chat* chat);

@@ -142,11 +142,11 @@ void head_chunked(const Ctx& c, int64_t b, int64_t h, float* Sf) {
   for (int64_t i = 0; i < dk * dv; ++i) Sf[i] = static_cast<float>(S[i]);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && !defined(__ANDROID__)
 // Named ISA levels chosen at run time (ifunc): AVX-512, AVX2+FMA, and the x86-64-v2 baseline.
 #define EDGECPM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
-#define EDGECPM_CLONES  // arm64 (NEON is the baseline) and other compilers: one build
+#define EDGECPM_CLONES  // arm64 (NEON is the baseline), Android (ifunc needs API 29), clang: one build
 #endif
 
 // C[m x n] (+)= A[m x k] B[k x n], row-major with leading dimensions. Register tiles of MR x NR

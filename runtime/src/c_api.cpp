@@ -334,6 +334,15 @@ edgecpm_status edgecpm_chat_send(edgecpm_chat* chat, const char* content, const 
   });
 }
 
+edgecpm_status edgecpm_chat_add(edgecpm_chat* chat, const char* role, const char* content) {
+  return guard([&] {
+    need(chat && role && content, "chat, role and content must not be NULL");
+    if (!edgecpm::valid_utf8(role) || !edgecpm::valid_utf8(content))
+      throw edgecpm::Error(EDGECPM_ERR_INVALID_UTF8, "the message is not valid UTF-8");
+    chat->session->messages.emplace_back(role, content);
+  });
+}
+
 int32_t edgecpm_chat_last_prefill(const edgecpm_chat* chat) { return chat ? chat->session->last_prefill : -1; }
 
 edgecpm_status edgecpm_chat_reset(edgecpm_chat* chat) {
