@@ -13,7 +13,9 @@ from native import LIB
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "android_demo" / "build" / "desktop"
-JNI_LIB = OUT / "libedgecpm_jni.so"
+# android_demo/desktop/asan-check.sh points these at an AddressSanitizer build and its runtime to preload.
+JNI_LIB = Path(os.environ.get("EDGECPM_ANDROID_JNI") or OUT / "libedgecpm_jni.so")
+PRELOAD = os.environ.get("EDGECPM_ANDROID_PRELOAD")
 PROMPT = "The capital of France is"
 # VmRSS growth allowed over 20 open/generate/chat/snapshot/close cycles, after 3 warm-up cycles. One leaked
 # model is >= 110 MB (its weights) and one leaked KV state at the default 4096 context is ~90 MB, so 48 MB
@@ -62,7 +64,11 @@ def test_java_binding_on_the_default_artifact(expected):
     # A fixed, pre-touched 64 MB heap keeps Java heap growth out of the VmRSS measurement.
     cmd = [_java(), "-Xcheck:jni", "-Xms64m", "-Xmx64m", "-XX:+AlwaysPreTouch", f"-Dedgecpm.jni.library={JNI_LIB}",
            "-cp", str(OUT / "classes"), "ai.edgecpm.BridgeCheck", str(d), str(art)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    env = dict(os.environ)
+    if PRELOAD:  # the JVM's own SIGSEGV use and its exit-time memory are not errors
+        env.update(LD_PRELOAD=PRELOAD,
+                   ASAN_OPTIONS="detect_leaks=0:handle_segv=0:allow_user_segv_handler=1:halt_on_error=1")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     out = r.stdout + r.stderr
     print(out)
     assert r.returncode == 0, out
@@ -72,6 +78,7 @@ def test_java_binding_on_the_default_artifact(expected):
     jni_complaints = [line for line in out.splitlines() if re.search(r"^WARNING|WARNING in native method|FATAL ERROR"
                                                                       r"|JNI local refs|exception pending", line)]
     assert not jni_complaints, jni_complaints
+    assert "AddressSanitizer" not in out, out
 
 
 def test_app_kotlin_and_gradle_scripts_parse():
