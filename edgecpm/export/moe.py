@@ -69,8 +69,13 @@ def routed_moe(c: Ctx, x: str, router: np.ndarray, gate: np.ndarray, up: np.ndar
         w2, s2, z2 = _quantized(down, bits, group, sym)
         ins = [x, logits, g.init(f"{name}.fc1.qweight", w1), g.init(f"{name}.fc1.scales", s1), "",
                g.init(f"{name}.fc2.qweight", w2), g.init(f"{name}.fc2.scales", s2)]
-        if z1 is not None:  # fc3 (weights, scales, bias) absent; then fc1, fc2 zero points
-            ins += ["", "", "", "", g.init(f"{name}.fc1.qzeros", z1), g.init(f"{name}.fc2.qzeros", z2)]
+        ins += ["", "", "", "", g.init(f"{name}.fc1.qzeros", z1) if z1 is not None else "",
+                g.init(f"{name}.fc2.qzeros", z2) if z2 is not None else "", ""]  # fc2 bias, fc3, zero points
+        if not normalize:  # QMoE's own softmax weights differ by ~1e-3 when not renormalised: give exact ones
+            ins.append(g.op("Softmax", logits, axis=-1))  # router_weights [S, E]
+            attrs["normalize_routing_weights"] = 0
+        while ins[-1] == "":
+            ins.pop()
         return g.op("QMoE", *ins, name=name, domain=MS, expert_weight_bits=bits, block_size=group,
                     accuracy_level=c.q.accuracy_level, weights_prepacked=0, **attrs)
     w1 = g.init(f"{name}.fc1.weight", np.ascontiguousarray(fc1, np.float32))  # [E, 2I, H]

@@ -5,8 +5,8 @@ Lightning layer: SiLU(qkv_proj x) -> per head q, k, v; S = exp(-slope) S + k v^T
 `gated` rule with a constant per-head g = -slope, scale 1); RMSNorm over all heads; * sigmoid(output_gate x);
 out_proj. The slope depends on the head and the layer index (computed here, as transformers does).
 Block: h = norm1(x); h = a*h + b*mixer(h); h = norm2(h); out = a'*h + b'*moe(h).
-MoE: softmax router, top-k, renormalised. One expert is an MLP; with more, every expert runs and the
-weights zero the unselected ones (exact, E times the MLP cost: fine for small E).
+MoE: softmax router, top-k, renormalised. One expert is an MLP; with more, the routed MoE node
+(edgecpm.export.moe: com.microsoft MoE / QMoE) runs only the top-k experts per token.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from edgecpm.export import decoder
 from edgecpm.export.blocks import Ctx, linear, rms_norm, rotary_caches, swiglu_mlp
 from edgecpm.export.decoder import Args
 from edgecpm.export.models import llama
+from edgecpm.export.moe import routed_moe, stack_experts
 from edgecpm.export.recurrent import linear_attention, per_head_constant
 
 LIGHTNING_NORM_EPS = 1e-6  # transformers builds this norm without the config's eps
@@ -59,23 +60,14 @@ def lightning(c: Ctx, a: Args, i: int, x: str) -> str:
 
 
 def moe(c: Ctx, a: Args, i: int, x: str) -> str:
-    p, w, g = f"{a.prefix}.layers.{i}.block_sparse_moe", c.w, c.g
+    """One expert: a plain SwiGLU MLP. More: routed (edgecpm.export.moe), only the top-k run."""
+    p, w = f"{a.prefix}.layers.{i}.block_sparse_moe", c.w
     E, top_k = int(a.cfg.get("num_local_experts", 1)), int(a.cfg.get("num_experts_per_tok", 1))
-    outs = []
-    for e in range(E):
-        ep = f"{p}.experts.{e}"
-        outs.append(swiglu_mlp(c, x, w[f"{ep}.w1.weight"], w[f"{ep}.w3.weight"], w[f"{ep}.w2.weight"], ep))
     if E == 1:  # softmax over one expert, renormalised: weight 1
-        return outs[0]
-    logits = g.op("MatMul", x, g.init(f"{p}.gate.weight", w[f"{p}.gate.weight"].T.copy()))  # [1, S, E]
-    probs = g.op("Softmax", logits, axis=-1)
-    top, _ = g.node("TopK", [probs, g.const("top_k", [top_k])], 2, f"{p}.topk", axis=-1)  # [1, S, k]
-    kth = g.op("ReduceMin", top, g.const("axis_last", [-1]), keepdims=1)  # [1, S, 1]
-    keep = g.op("Cast", g.op("GreaterOrEqual", probs, kth), to=1)  # [1, S, E] 0/1
-    weights = g.op("Div", g.op("Mul", probs, keep), g.op("ReduceSum", top, g.const("axis_last", [-1]), keepdims=1))
-    stacked = g.op("Concat", *[g.op("Unsqueeze", o, g.const("axis_last", [-1])) for o in outs], axis=-1)  # [1,S,H,E]
-    return g.op("ReduceSum", g.op("Mul", stacked, g.op("Unsqueeze", weights, g.const("axis_2", [2]))),
-                g.const("axis_last", [-1]), keepdims=0)  # [1, S, H]
+        ep = f"{p}.experts.0"
+        return swiglu_mlp(c, x, w[f"{ep}.w1.weight"], w[f"{ep}.w3.weight"], w[f"{ep}.w2.weight"], ep)
+    gate, up, down = stack_experts(w, f"{p}.experts", E, names=("w1", "w3", "w2"))
+    return routed_moe(c, x, w[f"{p}.gate.weight"], gate, up, down, top_k=top_k, normalize=True, name=f"{p}.moe")
 
 
 def _scaled(c: Ctx, h: str, out: str, alpha: float, beta: float) -> str:
