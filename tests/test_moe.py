@@ -33,22 +33,23 @@ def _run_node(tmp_path, bits: int, normalize: bool, x: np.ndarray, weights, symm
     return sess.run(None, {"x": x[None]})[0][0]
 
 
-def _dequantized(w: np.ndarray, symmetric: bool) -> np.ndarray:
-    """What the int4 experts hold: each expert quantized and dequantized as QMoE reads it."""
-    return np.stack([dequantize(quantize(w[e], 4, 32, symmetric)) for e in range(w.shape[0])])
+def _dequantized(w: np.ndarray, symmetric: bool, bits: int) -> np.ndarray:
+    """What the quantized experts hold: each expert quantized and dequantized as QMoE reads it."""
+    return np.stack([dequantize(quantize(w[e], bits, 32, symmetric)) for e in range(w.shape[0])])
 
 
-@pytest.mark.parametrize("bits,symmetric", [(32, True), (4, True), (4, False)])
+@pytest.mark.parametrize("bits,symmetric", [(32, True), (4, True), (4, False), (8, True)])
 @pytest.mark.parametrize("normalize", [True, False])
 def test_node_equals_numpy_reference(tmp_path, bits, symmetric, normalize):
     router, gate, up, down = _weights()
     x = np.random.default_rng(1).standard_normal((7, H)).astype(np.float32)  # 7 tokens
     got = _run_node(tmp_path, bits, normalize, x, (router, gate, up, down), symmetric)
-    if bits == 4:  # the same experts, as the int4 blocks hold them (fp32 activations: accuracy_level 0)
-        fc1 = _dequantized(moe.interleave(gate, up), symmetric)  # [E, 2I, H] rows g0, u0, ...
-        gate, up, down = fc1[:, 0::2], fc1[:, 1::2], _dequantized(down, symmetric)
+    if bits in (4, 8):  # the same experts, as the blocks hold them (int4: fp32 activations at accuracy_level 0)
+        fc1 = _dequantized(moe.interleave(gate, up), symmetric, bits)  # [E, 2I, H] rows g0, u0, ...
+        gate, up, down = fc1[:, 0::2], fc1[:, 1::2], _dequantized(down, symmetric, bits)
     want = moe.reference(x, router, gate, up, down, top_k=K, normalize=normalize)
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    # 8-bit blocks have only an int8-activation kernel in onnxruntime: measured 1.4 % of the output scale
+    np.testing.assert_allclose(got, want, atol=1e-5 if bits != 8 else 0.03 * np.abs(want).max())
 
 
 def _check_block(block, x: np.ndarray, router, gate, up, down, top_k: int, extra=None) -> None:

@@ -143,3 +143,13 @@ def test_info_shows_the_state_of_each_family(ssm, kind):
     text = _info(art)
     spec = {"granitemoehybrid": (3, 1), "falcon_h1": (4, 4), "nemotron_h": (2, 1), "qwen3_next": (3, 1)}[kind]
     assert f"({spec[0]} layers) + conv" in text and f"(KV of {spec[1]} attention layers)" in text
+
+
+def test_nemotron_moe_blocks_are_a_one_line_refusal():
+    from edgecpm.contract import UserError
+    from edgecpm.export.models import nemotron_h
+
+    cfg = {**HYBRID, "model_type": "nemotron_h", "layers_block_type": ["linear_attention", "moe"]}
+    with pytest.raises(UserError, match="squared-ReLU experts") as e:
+        nemotron_h.model_args(cfg)
+    assert "\n" not in str(e.value)

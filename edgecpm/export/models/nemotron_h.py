@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgecpm.contract import UserError
 from edgecpm.export import decoder, mamba2
 from edgecpm.export.blocks import Ctx, add_rms_norm, gqa, linear
 from edgecpm.export.decoder import Args
@@ -25,6 +26,9 @@ SYNONYMS = {"M": "linear_attention", "*": "full_attention", "-": "mlp", "mamba":
 def model_args(cfg: dict) -> Args:
     types = cfg.get("layers_block_type") or list(cfg.get("hybrid_override_pattern") or "")
     types = [SYNONYMS.get(t, t) for t in types]
+    if "moe" in types or "E" in types:
+        raise UserError("nemotron_h: 'moe' blocks (Nemotron-3) are not supported: their squared-ReLU experts have "
+                        "no onnxruntime CPU MoE kernel; Nemotron-H models of mamba, attention and mlp blocks export")
     cfg = {**cfg, "layer_types": types, "num_hidden_layers": len(types),
            "rms_norm_eps": float(cfg.get("layer_norm_epsilon", 1e-5))}
     args = Args.from_config(cfg)
