@@ -366,6 +366,15 @@ JNIEXPORT jint JNICALL Java_ai_edgecpm_Edgecpm_nChatSend(JNIEnv* env, jclass, jl
   });
 }
 
+JNIEXPORT jint JNICALL Java_ai_edgecpm_Edgecpm_nChatAdd(JNIEnv* env, jclass, jlong chat, jbyteArray role,
+                                                       jbyteArray content) {
+  return guarded(env, [&]() -> jint {
+    std::string r, c;
+    if (!bytes(env, role, &r) || !bytes(env, content, &c)) return kFailed;
+    return edgecpm_chat_add(handle<edgecpm_chat>(chat), r.c_str(), c.c_str());
+  });
+}
+
 JNIEXPORT jint JNICALL Java_ai_edgecpm_Edgecpm_nChatLastPrefill(JNIEnv*, jclass, jlong chat) {
   return edgecpm_chat_last_prefill(handle<edgecpm_chat>(chat));
 }

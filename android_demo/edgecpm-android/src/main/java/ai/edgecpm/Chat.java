@@ -24,6 +24,17 @@ public final class Chat implements AutoCloseable {
     return send(content, new Params(), null);
   }
 
+  /**
+   * Appends a message without generating, e.g. a turn the cloud answered ("user" then "assistant"): the next
+   * send renders the whole conversation and still prefills only what the state does not hold.
+   */
+  public void add(String role, String content) {
+    synchronized (model) {
+      model.checkUsable();
+      model.check(Edgecpm.nChatAdd(live(), Edgecpm.utf8(role, "role"), Edgecpm.utf8(content, "content")));
+    }
+  }
+
   /** Tokens prefilled for the last turn (the rest came from the state). */
   public int lastPrefill() {
     synchronized (model) {

@@ -99,8 +99,8 @@ public final class Edgecpm implements AutoCloseable {
 
   /**
    * Answers a whole conversation from an empty state, with the same tokens a {@link Chat} would feed
-   * (template with the generation prompt, no extra BOS). For conversations a Chat does not hold, e.g. one
-   * whose earlier turns another engine answered; it re-prefills everything (no state reuse).
+   * (template with the generation prompt, no extra BOS), re-prefilling everything (no state reuse). A Chat
+   * with {@link Chat#add} is the cheaper way to carry turns answered elsewhere.
    */
   public synchronized Result respond(String[] roles, String[] contents, Params params, TokenCallback callback) {
     int[] ids = tokenize(applyChatTemplate(roles, contents, true), false);
@@ -339,6 +339,7 @@ public final class Edgecpm implements AutoCloseable {
   static native int nChatCreate(long model, byte[] system, long[] out);
   static native int nChatSend(long chat, byte[] content, long[] ints, double[] reals, byte[][] stop, Sink sink,
                               byte[][] text);
+  static native int nChatAdd(long chat, byte[] role, byte[] content);
   static native int nChatLastPrefill(long chat);
   static native int nChatReset(long chat);
   static native void nChatDestroy(long chat);

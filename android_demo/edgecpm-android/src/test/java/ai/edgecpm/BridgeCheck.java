@@ -38,7 +38,7 @@ public final class BridgeCheck {
     check("stop() from the callback ends the generation", BridgeCheck::stopFromCallback);
     check("stop() from another thread ends the generation", BridgeCheck::stopFromThread);
     check("snapshot/restore gives the same continuation twice (== fresh)", BridgeCheck::snapshot);
-    check("chat reuses the state and equals the Python ChatSession; respond() == a chat turn", BridgeCheck::chat);
+    check("chat reuses the state and equals the Python ChatSession; respond() == a chat turn; add() keeps reuse", BridgeCheck::chat);
     check("a bad path throws EdgecpmException with the C message; the JVM goes on", BridgeCheck::badPath);
     check("context overflow is EDGECPM_ERR_CONTEXT_OVERFLOW; invalid Unicode is refused", BridgeCheck::errors);
     check("an exception thrown by the callback reaches the caller; the model stays usable", BridgeCheck::callbackThrows);
@@ -175,13 +175,27 @@ public final class BridgeCheck {
       require(total > 0, "tokenize");
       StringBuilder streamed = new StringBuilder();
       Result second = c.send("how are you today?", p, (piece, t) -> streamed.append(piece));
+      int prefill2 = c.lastPrefill();
       require(first.equals(read("chat1.txt")), "turn 1 [" + first + "] != Python [" + read("chat1.txt") + "]");
       require(second.text.equals(read("chat2.txt")), "turn 2 [" + second.text + "] != Python");
       require(streamed.toString().equals(second.text), "streamed chat text differs");
       Result whole = m.respond(new String[] {"system", "user"}, new String[] {"Be brief.", "Hello world"}, p, null);
       require(whole.text.equals(first), "respond() over the same messages [" + whole.text + "] != chat turn 1");
-      require(c.lastPrefill() > 0 && c.lastPrefill() < second.position - second.generatedTokens,
-              "turn 2 prefilled " + c.lastPrefill() + " of " + second.position + ": the state was not reused");
+      // a turn answered elsewhere (the cloud), then a local one: same text as the whole conversation
+      // answered from scratch, with the state reused
+      c.add("user", "And of Japan?");
+      c.add("assistant", "Tokyo.");
+      Result third = c.send("Thanks!", p, null);
+      int prefill3 = c.lastPrefill();
+      Result scratch = m.respond(
+          new String[] {"system", "user", "assistant", "user", "assistant", "user", "assistant", "user"},
+          new String[] {"Be brief.", "Hello world", first, "how are you today?", second.text, "And of Japan?",
+                        "Tokyo.", "Thanks!"}, p, null);
+      require(third.text.equals(scratch.text), "after add(): [" + third.text + "] != [" + scratch.text + "]");
+      require(prefill3 < scratch.promptTokens, "after add() the chat prefilled " + prefill3 + " of "
+              + scratch.promptTokens + " tokens: no reuse");
+      require(prefill2 > 0 && prefill2 < second.position - second.generatedTokens,
+              "turn 2 prefilled " + prefill2 + " of " + second.position + ": the state was not reused");
     }
   }
 

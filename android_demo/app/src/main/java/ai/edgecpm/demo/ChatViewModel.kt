@@ -73,7 +73,7 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
     @Volatile
     private var model: Edgecpm? = null
     private var chat: Chat? = null
-    private var chatInSync = true // false once a turn was answered elsewhere or failed: the chat lacks it
+    private var chatInSync = true // false after a local failure: the chat's messages are rebuilt before the next turn
     private var localProblem: String? = "no model loaded"
 
     // The conversation as messages (what the cloud gets; what a local re-prefill uses).
@@ -225,9 +225,14 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
                 val callback = TokenCallback { piece, _ -> if (piece.isNotEmpty()) main.post { answer.text += piece } }
                 val c = chat
                 try {
-                    if (c != null && chatInSync) {
+                    if (c != null) {
+                        if (!chatInSync) { // rebuild the chat from the conversation: one full prefill, then reuse again
+                            c.reset()
+                            for ((role, content) in conversation.dropLast(1)) c.add(role, content)
+                            chatInSync = true
+                        }
                         c.send(conversation.last().second, params, callback)
-                    } else {
+                    } else { // no chat template: this fails with the runtime's message (a local failure)
                         m.respond(conversation.map { it.first }.toTypedArray(), conversation.map { it.second }.toTypedArray(),
                                   params, callback)
                     }
@@ -267,7 +272,17 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
             answer.text = text
             answer.meta = String.format(Locale.ROOT, "cloud · %s · %s · %.1f s", cloud.model.ifEmpty { "default" }, reason,
                                         (System.nanoTime() - t0) / 1e9)
-            withContext(engine) { chatInSync = false } // the local chat did not see this turn
+            withContext(engine) { // the local chat did not see this turn: append it, so the next local turn reuses the state
+                val c = chat
+                if (c != null && chatInSync) {
+                    try {
+                        c.add("user", history.last().second)
+                        c.add("assistant", text)
+                    } catch (e: EdgecpmException) {
+                        chatInSync = false
+                    }
+                }
+            }
         } catch (e: CloudException) {
             if (localFallback) {
                 local(answer, " · cloud failed: ${e.message}")?.let { fail(answer, it) }
