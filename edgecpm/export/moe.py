@@ -25,22 +25,36 @@ from edgecpm.export.quant import quantize
 
 
 def interleave(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """gate, up [E, I, H] -> FC1 [E, 2I, H] with rows g0, u0, g1, u1, ... (swiglu_fusion 1)."""
-    E, inter, hidden = gate.shape
-    return np.stack([gate, up], axis=2).reshape(E, 2 * inter, hidden)  # [E, I, 2, H] -> [E, 2I, H]
+    """gate, up [..., I, H] -> FC1 [..., 2I, H] with rows g0, u0, g1, u1, ... (swiglu_fusion 1)."""
+    *lead, inter, hidden = gate.shape
+    return np.stack([gate, up], axis=-2).reshape(*lead, 2 * inter, hidden)  # [..., I, 2, H] -> [..., 2I, H]
+
+
+class PerExpert:
+    """Expert e's tensor `{prefix}.{e}.{name}.weight`, read from the checkpoint when asked for, so
+    packing 512 experts holds one expert in memory at a time. Indexable like an [E, N, K] array."""
+
+    def __init__(self, w, prefix: str, name: str, count: int):
+        self.w, self.prefix, self.name, self.count = w, prefix, name, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, e: int) -> np.ndarray:
+        return np.asarray(self.w[f"{self.prefix}.{e}.{self.name}.weight"], np.float32)
 
 
 def stack_experts(w, prefix: str, count: int, names=("gate_proj", "up_proj", "down_proj")):
-    """Per-expert checkpoint tensors `{prefix}.{e}.{name}.weight` -> (gate, up [E, I, H], down [E, H, I])."""
-    return tuple(np.stack([w[f"{prefix}.{e}.{n}.weight"] for e in range(count)]) for n in names)
+    """Per-expert checkpoint tensors -> (gate, up [E, I, H], down [E, H, I]) as lazy PerExpert views."""
+    return tuple(PerExpert(w, prefix, n, count) for n in names)
 
 
-def _quantized(w: np.ndarray, bits: int, group: int, symmetric: bool):
-    """[E, N, K] fp32 -> (packed uint8 [E, N, K*bits/8], scales [E, N, K/group], zero points or None),
-    one expert at a time so the temporaries stay one expert's size."""
+def _quantized(expert, count: int, bits: int, group: int, symmetric: bool):
+    """expert(e) [N, K] fp32 for e < count -> (packed uint8 [E, N, K*bits/8], scales [E, N, K/group],
+    zero points [E, N, ceil(K/group*bits/8)] or None), one expert at a time."""
     packed, scales, zps = [], [], []
-    for e in range(w.shape[0]):
-        qw = quantize(np.asarray(w[e], np.float32), bits, group, symmetric)
+    for e in range(count):
+        qw = quantize(expert(e), bits, group, symmetric)
         packed.append(qw.B.reshape(qw.N, -1))  # [N, kb, blob] -> [N, K*bits/8]
         scales.append(qw.scales)  # [N, kb]
         if qw.zero_points is not None:
@@ -48,25 +62,26 @@ def _quantized(w: np.ndarray, bits: int, group: int, symmetric: bool):
     return np.stack(packed), np.stack(scales), (np.stack(zps) if zps else None)
 
 
-def routed_moe(c: Ctx, x: str, router: np.ndarray, gate: np.ndarray, up: np.ndarray, down: np.ndarray, *,
-               top_k: int, normalize: bool, name: str) -> str:
+def routed_moe(c: Ctx, x: str, router: np.ndarray, gate, up, down, *, top_k: int, normalize: bool,
+               name: str) -> str:
     """x [1, S, H] -> sum over the top-k experts of weight * expert(x): [1, S, H].
 
-    router [E, H]; gate, up [E, I, H]; down [E, H, I] (HF's [out, in] per expert).
+    router [E, H]; gate, up [E, I, H]; down [E, H, I] (HF's [out, in] per expert): arrays or PerExpert.
     """
     g = c.g
     E, H = router.shape
-    inter = gate.shape[1]
+    inter = gate[0].shape[0]
     logits = g.op("MatMul", x, g.init(f"{name}.router.weight", np.ascontiguousarray(router.T, np.float32)))
     logits = g.op("Reshape", logits, g.const("shape_tokens_experts", [-1, E]))  # [1, S, E] -> [S, E]
     attrs = dict(k=int(top_k), activation_type="swiglu", swiglu_fusion=1, activation_alpha=1.0, activation_beta=0.0,
                  normalize_routing_weights=int(normalize))
-    fc1 = interleave(gate, up)  # [E, 2I, H]
+    fc1 = lambda e: interleave(np.asarray(gate[e], np.float32), np.asarray(up[e], np.float32))  # noqa: E731 [2I, H]
+    fc2 = lambda e: np.asarray(down[e], np.float32)  # noqa: E731 [H, I]
     bits, group = c.q.bits, c.q.group_size
     if bits in (4, 8) and H % group == 0 and inter % group == 0:
         sym = c.q.symmetric or bits == 8
-        w1, s1, z1 = _quantized(fc1, bits, group, sym)
-        w2, s2, z2 = _quantized(down, bits, group, sym)
+        w1, s1, z1 = _quantized(fc1, E, bits, group, sym)
+        w2, s2, z2 = _quantized(fc2, E, bits, group, sym)
         ins = [x, logits, g.init(f"{name}.fc1.qweight", w1), g.init(f"{name}.fc1.scales", s1), "",
                g.init(f"{name}.fc2.qweight", w2), g.init(f"{name}.fc2.scales", s2)]
         ins += ["", "", "", "", g.init(f"{name}.fc1.qzeros", z1) if z1 is not None else "",
@@ -78,8 +93,8 @@ def routed_moe(c: Ctx, x: str, router: np.ndarray, gate: np.ndarray, up: np.ndar
             ins.pop()
         return g.op("QMoE", *ins, name=name, domain=MS, expert_weight_bits=bits, block_size=group,
                     accuracy_level=c.q.accuracy_level, weights_prepacked=0, **attrs)
-    w1 = g.init(f"{name}.fc1.weight", np.ascontiguousarray(fc1, np.float32))  # [E, 2I, H]
-    w2 = g.init(f"{name}.fc2.weight", np.ascontiguousarray(down, np.float32))  # [E, H, I]
+    w1 = g.init(f"{name}.fc1.weight", np.stack([fc1(e) for e in range(E)]))  # [E, 2I, H]
+    w2 = g.init(f"{name}.fc2.weight", np.stack([fc2(e) for e in range(E)]))  # [E, H, I]
     return g.op("MoE", x, logits, w1, "", w2, name=name, domain=MS, **attrs)
 
 
