@@ -166,6 +166,24 @@ def bench(prompt_lengths, **kw):
     run_bench(prompt_lengths=lengths, **kw)
 
 
+@cli.command("eval")
+@click.argument("artifact", type=click.Path())
+@click.option("--reference", required=True, type=click.Path(),
+              help="artifact with the exact weights (e.g. --q-bits 32)")
+@click.option("--text", required=True, type=click.Path(), help="UTF-8 text file to score")
+@click.option("--ctx", type=click.IntRange(4), default=512, show_default=True,
+              help="tokens per chunk (llama-perplexity -c)")
+@click.option("--path", type=click.Choice(["decode", "prefill"]), default="decode", show_default=True,
+              help="decode: scored half one token per step (as generation runs); prefill: one step per chunk")
+@click.option("--threads", type=int, default=None)
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(**kw):
+    """Perplexity, KL(reference || artifact) and top-1 agreement on a text, chunked as llama-perplexity."""
+    from edgecpm.app.evaluate import run_eval
+
+    run_eval(**kw)
+
+
 def main(argv=None) -> None:
     try:
         cli.main(args=argv, prog_name="edgecpm", standalone_mode=False)

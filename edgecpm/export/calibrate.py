@@ -89,11 +89,15 @@ def importance(source, tokenizer, text: str, where: str, work: Path) -> dict[str
     """{layer name: per-input-channel mean square activation [K]} of `source` on `text`."""
     import onnxruntime as ort
 
-    from edgecpm.export import export
+    from edgecpm.export import _tokenizer, _tokenizer_source, export
+    from edgecpm.export.checkpoint import open_source
 
+    src = open_source(source)
+    (work / "calibration-tokenizer").mkdir()
+    _tokenizer(_tokenizer_source(src, tokenizer), work / "calibration-tokenizer", src.config)
+    ids = tokens(text, work / "calibration-tokenizer", where)  # a text too short fails before any export
     folder = export(str(source), str(work / "calibration-model"), q_bits=4, q_method="rtn", quiet=True,
                     context_length=CHUNK, tokenizer=tokenizer, calibration="none")
-    ids = tokens(text, folder, where)
     path, taps = _probe(folder)
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -112,6 +116,7 @@ def importance(source, tokenizer, text: str, where: str, work: Path) -> dict[str
         count += len(chunk)
     del session
     shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(work / "calibration-tokenizer", ignore_errors=True)
     return {name: (s / count).astype(np.float32) for name, s in sums.items()}
 
 
