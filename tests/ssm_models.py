@@ -24,7 +24,7 @@ def _falcon(tf, rms_norm: bool = False):
     ssm = {k: v for k, v in SSM.items() if k != "mamba_d_head"}
     cfg = tf.FalconH1Config(
         **HYBRID, **ssm, mamba_d_ssm=128, mamba_rms_norm=rms_norm, mamba_norm_before_gate=True,
-        embedding_multiplier=1.5, lm_head_multiplier=0.5, mlp_multipliers=[0.8, 1.2], key_multiplier=0.7,
+        embedding_multiplier=1.5, lm_head_multiplier=2.0, mlp_multipliers=[0.8, 1.2], key_multiplier=0.7,
         attention_in_multiplier=1.1, attention_out_multiplier=0.9, ssm_multipliers=[1.1, 0.9, 1.2, 0.8, 1.3],
         ssm_in_multiplier=0.6, ssm_out_multiplier=1.4, tie_word_embeddings=False)
     return tf.FalconH1ForCausalLM(cfg)
@@ -60,7 +60,7 @@ def make(kind: str, folder):
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith((".D", ".dt_bias", ".A_log")):
                 p.add_(torch.randn_like(p) * 0.2)
-    boost(model)
+    boost(model, 12.0 if kind == "qwen3_next" else 8.0)  # Qwen3-Next's read-out needs more for a margin
     model.save_pretrained(folder)
     write_tokenizer(folder)
     return model

@@ -74,7 +74,7 @@ def test_int4_top1_agreement(ssm, kind):
         agree.append(e.step(ids, logits_at=list(range(40))).argmax(-1) == ref.argmax(-1))
         top2 = np.sort(ref, axis=-1)[:, -2:]
         margins.append(top2[:, 1] - top2[:, 0])
-    assert np.median(margins) > 0.1  # the reference's argmax is not a near-tie
+    assert np.median(margins) > 0.2  # the reference's argmax is not a near-tie
     assert np.mean(agree) >= 0.90
 
 
