@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import ssm_models
 from conftest import HYBRID, torch_logits, write_tokenizer
+from native import OPS_LIB, need_native
 from test_hybrid import _ids, _run, _run_from
 
 from edgecpm.runtime import ChatSession, Engine, Tokenizer, stream_generate
@@ -153,3 +154,16 @@ def test_nemotron_moe_blocks_are_a_one_line_refusal():
     with pytest.raises(UserError, match="squared-ReLU experts") as e:
         nemotron_h.model_args(cfg)
     assert "\n" not in str(e.value)
+
+
+@need_native
+@pytest.mark.parametrize("kind", KINDS)
+def test_native_kernels_match_transformers(ssm, kind, monkeypatch):
+    monkeypatch.setenv("EDGECPM_NATIVE_OPS", str(OPS_LIB))
+    art, model = ssm(kind, 32)
+    ids = _ids(1, 42)
+    ref = torch_logits(model, ids)
+    e = Engine(art, recurrent_kernel="native")
+    assert np.abs(e.step(ids[:37], logits_at=list(range(37))) - ref[:37]).max() <= 1e-4
+    for i in range(37, 42):
+        assert np.abs(e.step(ids[i : i + 1])[0] - ref[i]).max() <= 1e-4
