@@ -10,12 +10,13 @@ SSM = dict(mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=2, mamba_d_state=16,
 KINDS = ("granitemoehybrid", "falcon_h1", "nemotron_h", "qwen3_next")
 
 
-def _granite(tf):
+def _granite(tf, dense: bool = False):
+    """dense: no routed experts and rotary attention (as Granite-4.0-H-Micro)."""
     cfg = tf.GraniteMoeHybridConfig(
         **HYBRID, **SSM, layer_types=["linear_attention", "full_attention", "linear_attention", "linear_attention"],
-        num_local_experts=4, num_experts_per_tok=2, shared_intermediate_size=64, embedding_multiplier=2.0,
-        residual_multiplier=0.5, attention_multiplier=0.2, logits_scaling=2.0, position_embedding_type="nope",
-        tie_word_embeddings=True)
+        num_local_experts=0 if dense else 4, num_experts_per_tok=2, shared_intermediate_size=64,
+        embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.2, logits_scaling=2.0,
+        position_embedding_type="rope" if dense else "nope", tie_word_embeddings=True)
     cfg.intermediate_size = 32  # expert width (a multiple of the int4 group)
     return tf.GraniteMoeHybridForCausalLM(cfg)
 
@@ -54,7 +55,8 @@ def make(kind: str, folder):
 
     torch.manual_seed(0)
     builders = {"granitemoehybrid": _granite, "falcon_h1": _falcon, "nemotron_h": _nemotron,
-                "qwen3_next": _qwen3_next, "falcon_h1_norm": lambda t: _falcon(t, rms_norm=True)}
+                "qwen3_next": _qwen3_next, "falcon_h1_norm": lambda t: _falcon(t, rms_norm=True),
+                "granitemoehybrid_dense": lambda t: _granite(t, dense=True)}
     model = builders[kind](tf).float().eval()
     with torch.no_grad():
         for name, p in model.named_parameters():

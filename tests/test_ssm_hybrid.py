@@ -36,7 +36,8 @@ def ssm(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("kind", KINDS + ["falcon_h1_norm"])  # falcon_h1_norm: with the gated RMSNorm
+# falcon_h1_norm: with the gated RMSNorm; granitemoehybrid_dense: no experts, rotary attention
+@pytest.mark.parametrize("kind", KINDS + ["falcon_h1_norm", "granitemoehybrid_dense"])
 def test_fp32_prefill_and_decode_match_transformers(ssm, kind):
     art, model = ssm(kind, 32)
     ids = _ids(1, 42)
