@@ -21,8 +21,13 @@ need_native = pytest.mark.skipif(not BUILT and not os.environ.get("CI"),
                                  reason="native runtime not built: run `make native`")
 
 
+# Under the ASan build (make native-asan) edgecpm-run also checks for leaks at exit (the Python process cannot).
+ASAN_ENV = {"ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1", "LD_PRELOAD": ""} if "asan" in BUILD.name else {}
+
+
 def run(*args, check=True, **kw) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(RUN), *map(str, args)], capture_output=True, text=True, timeout=600, **kw)
+    env = {**os.environ, **ASAN_ENV} if ASAN_ENV else None
+    r = subprocess.run([str(RUN), *map(str, args)], capture_output=True, text=True, timeout=600, env=env, **kw)
     if check and r.returncode != 0:
         raise AssertionError(f"edgecpm-run failed ({r.returncode}): {r.stderr}")
     return r

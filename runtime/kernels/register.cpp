@@ -171,9 +171,11 @@ struct Op : Ort::CustomOpBase<Op<Kernel, NIn>, Kernel> {
 };
 
 std::mutex g_mu;
+// One domain per registration; they live until the library is unloaded, which onnxruntime does only after
+// the sessions and session options that registered it are gone.
 std::vector<Ort::CustomOpDomain>& domains() {
-  static auto* d = new std::vector<Ort::CustomOpDomain>();  // must outlive every session: never freed
-  return *d;
+  static std::vector<Ort::CustomOpDomain> d;
+  return d;
 }
 }  // namespace
 
