@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -12,7 +14,9 @@ import numpy as np
 import pytest
 
 # The default artifact is exported once per test run into a temp folder: tests never write into the repo.
-os.environ.setdefault("EDGECPM_HOME", tempfile.mkdtemp(prefix="edgecpm-test-home-"))
+if "EDGECPM_HOME" not in os.environ:
+    os.environ["EDGECPM_HOME"] = tempfile.mkdtemp(prefix="edgecpm-test-home-")
+    atexit.register(shutil.rmtree, os.environ["EDGECPM_HOME"], True)
 
 VOCAB = 320  # 256 byte tokens + merges + specials
 TINY = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

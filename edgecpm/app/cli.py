@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 
 import click
 
 from edgecpm.contract import UserError
 
+
+class Finite(click.FloatRange):
+    """A float in a range that is also finite: click's FloatRange lets NaN through (NaN < 0 is False)."""
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
+POSITIVE, COUNT = Finite(min=0, min_open=True), click.IntRange(min=1)
 ARTIFACT = click.argument("artifact", required=False, type=click.Path())
+DEFAULT_NOTE = ("ARTIFACT is an artifact folder; without it, the embedded default model (SmolLM2-135M-Instruct), "
+                "exported on first use into $EDGECPM_HOME (default ~/.cache/edgecpm).")
 RECURRENT_KERNEL = click.option(
     "--recurrent-kernel", type=click.Choice(["auto", "function", "ort", "native"]), default="auto", show_default=True,
     help="kernel for the linear-attention/conv ops: auto = onnxruntime's when present, else the ONNX function")
@@ -17,17 +33,17 @@ RECURRENT_KERNEL = click.option(
 def sampling(f):
     """Generation flags shared by generate and chat (mlx-lm / llama.cpp names)."""
     opts = [
-        click.option("-m", "--max-tokens", type=int, default=256, show_default=True),
-        click.option("--temp", type=float, default=0.0, show_default=True, help="0 = greedy"),
-        click.option("--top-p", type=float, default=1.0, show_default=True),
-        click.option("--top-k", type=int, default=0, show_default=True),
-        click.option("--min-p", type=float, default=0.0, show_default=True),
-        click.option("--seed", type=int, default=None),
-        click.option("--repetition-penalty", type=float, default=1.0, show_default=True),
-        click.option("--context", type=int, default=None, help="KV context to allocate (default min(4096, model))"),
+        click.option("-m", "--max-tokens", type=COUNT, default=256, show_default=True),
+        click.option("--temp", type=Finite(min=0), default=0.0, show_default=True, help="0 = greedy"),
+        click.option("--top-p", type=Finite(0, 1, min_open=True), default=1.0, show_default=True),
+        click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True, help="0 = off"),
+        click.option("--min-p", type=Finite(0, 1), default=0.0, show_default=True),
+        click.option("--seed", type=click.IntRange(min=0), default=None),
+        click.option("--repetition-penalty", type=POSITIVE, default=1.0, show_default=True),
+        click.option("--context", type=COUNT, default=None, help="KV context to allocate (default min(4096, model))"),
         click.option("--prefill-chunk", type=click.IntRange(1), default=512, show_default=True),
         click.option("--provider", multiple=True, help="execution provider: cpu, xnnpack, nnapi, coreml, qnn"),
-        click.option("--threads", type=int, default=None),
+        click.option("--threads", type=COUNT, default=None),
         RECURRENT_KERNEL,
         click.option("--verbose", is_flag=True, help="print tok/s after each answer"),
     ]
@@ -43,12 +59,14 @@ def routing(f):
         click.option("--cloud-model", default=None, help="model name at the cloud (env EDGECPM_CLOUD_MODEL)"),
         click.option("--cloud-api-key", default=None, show_envvar=False,
                      help="API key (better: env EDGECPM_CLOUD_API_KEY); never printed"),
-        click.option("--cloud-timeout", type=float, default=30.0, show_default=True, help="seconds"),
+        click.option("--cloud-timeout", type=POSITIVE, default=30.0, show_default=True,
+                     help="seconds: total deadline per cloud request (connect, first byte and the whole stream)"),
         click.option("--cloud", is_flag=True, help="answer in the cloud"),
         click.option("--local-only", is_flag=True, help="never use the cloud (no connection is made)"),
-        click.option("--memory-budget", type=float, default=None, help="MB; larger models go to the cloud"),
-        click.option("--local-timeout", type=float, default=None, help="seconds; slower local answers go to the cloud"),
-        click.option("--escalate-entropy", type=float, default=None,
+        click.option("--memory-budget", type=POSITIVE, default=None, help="MB; larger models go to the cloud"),
+        click.option("--local-timeout", type=POSITIVE, default=None,
+                     help="seconds; slower local answers go to the cloud"),
+        click.option("--escalate-entropy", type=Finite(min=0), default=None,
                      help="nats; a higher mean entropy over the first --entropy-tokens goes to the cloud"),
         click.option("--entropy-tokens", type=click.IntRange(1), default=8, show_default=True),
     ]
@@ -73,19 +91,23 @@ def cli():
               help="search: error-minimizing block scales weighted by --calibration; rtn: round to nearest")
 @click.option("--calibration", type=click.Path(), default=None,
               help="text whose activations weight the search (default: a short text shipped with edgecpm)")
-@click.option("--q-symmetric/--q-asymmetric", default=True, show_default=True)
+@click.option("--q-symmetric/--q-asymmetric", default=None,
+              help="default: asymmetric (blocks with a min) for the int4 search, symmetric for --q-method rtn")
 @click.option("--lm-head-bits", type=int, default=None, help="default 8 with --q-bits 4, 16 (fp16) with --q-bits 8")
 @click.option("--embed-bits", type=int, default=None, help="default 8 with --q-bits 4, 16 (fp16) with --q-bits 8")
-@click.option("--context-length", type=int, default=None, help="max context the artifact supports")
+@click.option("--context-length", type=COUNT, default=None, help="max context the artifact supports")
+@click.option("--force", is_flag=True, help="replace an existing artifact at -o")
 @click.option("--tokenizer", type=click.Path(), default=None, help="take the tokenizer from this HF folder or .gguf")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for an ORG/NAME source")
 def export_cmd(**kw):
-    """Export SOURCE (local HF folder or .gguf; default: embedded SmolLM2-135M-Instruct) to an artifact."""
+    """Export SOURCE to an artifact: a local HF folder or .gguf, a Hub ID (ORG/NAME, or ORG/NAME-GGUF:QUANT
+    for one GGUF file, as llama.cpp's -hf), default: the embedded SmolLM2-135M-Instruct."""
     from edgecpm.export import export
 
     export(**kw)
 
 
-@cli.command()
+@cli.command(epilog=DEFAULT_NOTE)
 @ARTIFACT
 @click.option("-p", "--prompt", default=None, help="text to continue (default: stdin)")
 @sampling
@@ -97,7 +119,7 @@ def generate(**kw):
     generate_text(**kw)
 
 
-@cli.command()
+@cli.command(epilog=DEFAULT_NOTE)
 @ARTIFACT
 @click.option("-p", "--prompt", default=None, help="one-shot: answer this and exit")
 @click.option("--system", default=None, help="system message")
@@ -110,7 +132,7 @@ def chat(**kw):
     run_chat(**kw)
 
 
-@cli.command()
+@cli.command(epilog=DEFAULT_NOTE)
 @ARTIFACT
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
@@ -133,7 +155,7 @@ def serve(**kw):
     run_serve(**kw)
 
 
-@cli.command()
+@cli.command(epilog=DEFAULT_NOTE)
 @ARTIFACT
 @click.option("--context", type=int, default=None, help="context length for the state-size total")
 def info(**kw):
@@ -143,14 +165,14 @@ def info(**kw):
     run_info(**kw)
 
 
-@cli.command()
+@cli.command(epilog=DEFAULT_NOTE)
 @ARTIFACT
 @click.option("--prompt-lengths", type=str, default="128,512", show_default=True)
-@click.option("--decode-tokens", type=int, default=64, show_default=True)
-@click.option("--depth", type=int, default=0, help="tokens of context before decoding is timed")
-@click.option("--runs", type=int, default=3, show_default=True)
-@click.option("--context", type=int, default=None)
-@click.option("--threads", type=int, default=None)
+@click.option("--decode-tokens", type=COUNT, default=64, show_default=True)
+@click.option("--depth", type=click.IntRange(min=0), default=0, help="tokens of context before decoding is timed")
+@click.option("--runs", type=COUNT, default=3, show_default=True)
+@click.option("--context", type=COUNT, default=None)
+@click.option("--threads", type=COUNT, default=None)
 @click.option("--provider", multiple=True)
 @click.option("--prefill-chunk", type=click.IntRange(1), default=512, show_default=True)
 @RECURRENT_KERNEL
@@ -162,7 +184,9 @@ def bench(prompt_lengths, **kw):
     try:
         lengths = tuple(int(x) for x in prompt_lengths.split(","))
     except ValueError:
-        raise UserError(f"--prompt-lengths {prompt_lengths!r} must be comma-separated integers, e.g. 128,512") from None
+        lengths = ()
+    if not lengths or min(lengths) < 1:
+        raise UserError(f"--prompt-lengths {prompt_lengths!r} must be comma-separated positive integers, e.g. 128,512")
     run_bench(prompt_lengths=lengths, **kw)
 
 
@@ -185,16 +209,30 @@ def eval_cmd(**kw):
 
 
 def main(argv=None) -> None:
+    """Run the CLI: bad input is one line on stderr and exit 2; Ctrl-C is exit 130; an unexpected
+    failure is one line too (EDGECPM_DEBUG=1 shows the traceback)."""
     try:
-        cli.main(args=argv, prog_name="edgecpm", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="edgecpm", standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
     except UserError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        sys.exit(130)
+        _fail(str(e), 2)
+    except click.UsageError as e:  # bad flags: click's message, on one line, naming --help
+        where = e.ctx.command_path if e.ctx else "edgecpm"
+        _fail(f"{e.format_message()} (see `{where} --help`)", 2)
     except click.ClickException as e:
-        e.show()
-        sys.exit(2)
+        _fail(e.format_message(), 2)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except Exception as e:
+        if os.environ.get("EDGECPM_DEBUG"):
+            raise
+        _fail(f"internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+              "rerun with EDGECPM_DEBUG=1 for the traceback and report it", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -9,21 +9,24 @@ from pathlib import Path
 
 from edgecpm import __version__
 from edgecpm.contract import MANIFEST, MODEL_FILE, Manifest, Quantization, UserError, sha256_file
+from edgecpm.export import hub
 from edgecpm.export.embedded import default_gguf
 
 MAX_DEFAULT_CONTEXT = 32768  # rotary caches are sized to the context; real configs say up to 262144
 
 
-def recipe(q_bits: int | None, q_group_size: int | None, q_symmetric: bool, lm_head_bits: int | None,
+def recipe(q_bits: int | None, q_group_size: int | None, q_symmetric: bool | None, lm_head_bits: int | None,
            embed_bits: int | None, source_kind: str = "hf", method: str = "search") -> Quantization:
     """The quantization recipe from the CLI flags, checked. A GGUF source with neither --q-bits nor
     --q-group-size keeps its blocks (method "gguf"; head/embedding bits 0 = as the source's)."""
     from edgecpm.export.quant import check_recipe
 
     if source_kind == "gguf" and q_bits is None and q_group_size is None:
-        return Quantization(bits=4, group_size=32, symmetric=True, lm_head_bits=lm_head_bits or 0,
+        return Quantization(bits=4, group_size=32, symmetric=bool(q_symmetric), lm_head_bits=lm_head_bits or 0,
                             embed_bits=embed_bits or 0, method="gguf")
     q_bits, q_group_size = q_bits or 4, q_group_size or 32
+    if q_symmetric is None:  # int4 search: blocks with a min (far better at the same bits); RTN: symmetric
+        q_symmetric = not (method == "search" and q_bits == 4)
 
     for flag, b in (("--q-bits", q_bits), ("--lm-head-bits", lm_head_bits), ("--embed-bits", embed_bits)):
         if b is not None and b not in (4, 8, 16, 32):
@@ -40,33 +43,37 @@ def recipe(q_bits: int | None, q_group_size: int | None, q_symmetric: bool, lm_h
 
 def export(source: str | None = None, output: str | None = None, q_bits: int | None = None,
            q_group_size: int | None = None,
-           q_symmetric: bool = True, lm_head_bits: int | None = None, embed_bits: int | None = None,
+           q_symmetric: bool | None = None, lm_head_bits: int | None = None, embed_bits: int | None = None,
            context_length: int | None = None, tokenizer: str | None = None, quiet: bool = False,
-           q_method: str = "search", calibration: str | None = None) -> Path:
+           force: bool = False, revision: str | None = None, q_method: str = "search",
+           calibration: str | None = None) -> Path:
     """Export SOURCE (HF folder or .gguf; default: the embedded SmolLM2) to the artifact folder OUTPUT.
 
     Builds into a temporary sibling folder and renames it into place at the end, so an interrupted
     export never leaves a folder that loads. TOKENIZER (an HF folder or .gguf) replaces the
-    checkpoint's own tokenizer, e.g. for random benchmark checkpoints that have none.
+    checkpoint's own tokenizer, e.g. for random benchmark checkpoints that have none. An artifact
+    already at OUTPUT is replaced only with `force`. Everything is checked (config types, every
+    tensor's shape against the config, the tokenizer files, the output place) before anything is written.
     """
     from edgecpm.export import calibrate
-    from edgecpm.export.checkpoint import open_source
+    from edgecpm.export.checkpoint import check_shapes, open_source
     from edgecpm.export.models import get_architecture
 
     recipe(q_bits, q_group_size, q_symmetric, lm_head_bits, embed_bits)  # flags checked before any file is read
+    if source and hub.is_repo_id(str(source)):  # ORG/NAME or ORG/NAME-GGUF:QUANT: from the Hub (cache)
+        source = str(hub.fetch(str(source), revision))
     src = open_source(source or default_gguf())
     q = recipe(q_bits, q_group_size, q_symmetric, lm_head_bits, embed_bits, src.kind, q_method)
     q, calib_text, calib_where = calibrate.prepare(calibration, q)
     arch = get_architecture(src.config.get("model_type"))
     args = arch.model_args(src.config)
-    src.names()  # every weight file readable, before any work
+    check_shapes(src, args)  # every weight file readable, every shape as the config says, before any work
     tok_src = _tokenizer_source(src, tokenizer)
     suffix = "gguf" if q.method == "gguf" else f"q{q.bits}"
-    out = Path(output or f"models/{Path(src.path).stem}-{suffix}").absolute()
-    if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not an edgecpm artifact; pick another -o/--output")
+    out = _output_place(Path(output or f"models/{Path(src.path).stem}-{suffix}").absolute(), force)
+    if context_length is not None and context_length <= 0:
+        raise UserError(f"--context-length {context_length} must be a positive number of tokens")
     ctx = min(context_length or args.max_position_embeddings, context_length or MAX_DEFAULT_CONTEXT)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -132,6 +139,60 @@ def written_recipe(c, q: Quantization, quiet: bool) -> Quantization:
                                embed_bits=q.embed_bits or c.embed_bits, carried=dict(sorted(c.carried.items())))
 
 
+def _output_place(out: Path, force: bool) -> Path:
+    """Check that OUTPUT can take an artifact (creating its parent); remove what killed exports left."""
+    if out.is_file():
+        raise UserError(f"-o {out} is a file; pass a folder path for the artifact")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MANIFEST).is_file():
+            raise UserError(f"{out} exists and is not an edgecpm artifact; pick another -o/--output")
+        if not force:
+            raise UserError(f"{out} already holds an artifact; pass --force to replace it, or another -o/--output")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {out.parent} ({e.strerror}); pick a writable -o/--output") from None
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise UserError(f"{out.parent} is not writable; pick a writable -o/--output")
+    for left in [*out.parent.glob(f".{out.name}.partial-*"), *out.parent.glob(f".{out.name}.old-*")]:
+        if not _alive(left.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(left, ignore_errors=True)  # a killed export's leftovers
+    return out
+
+
+def _alive(pid: str) -> bool:
+    """Whether the process that owns a .partial-PID folder still runs (then its folder is left alone)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_tokenizer_files(folder: Path) -> None:
+    """Parse the tokenizer files now, so a broken one fails before the export does any work."""
+    import json
+
+    if (folder / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        try:
+            Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as e:  # tokenizers raises its own Exception type with a one-line message
+            raise UserError(f"{folder}/tokenizer.json cannot be parsed ({str(e).splitlines()[0][:160]}); "
+                            "re-download it or pass --tokenizer PATH") from None
+    cfg = folder / "tokenizer_config.json"
+    if cfg.is_file():
+        try:
+            if not isinstance(json.loads(cfg.read_bytes().decode("utf-8")), dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"{cfg} is not a valid JSON object ({e}); re-download it or pass --tokenizer PATH") \
+                from None
+
+
 def _tokenizer_source(src, tokenizer: str | None):
     """Where the tokenizer comes from (the checkpoint, or --tokenizer); checked before any work."""
     from edgecpm.export.checkpoint import open_source
@@ -146,6 +207,8 @@ def _tokenizer_source(src, tokenizer: str | None):
     if tsrc.kind == "hf" and not ((p / "tokenizer.json").is_file() or (p / "tokenizer.model").is_file()):
         raise UserError(f"{p} has no tokenizer.json or tokenizer.model; add the tokenizer files or pass "
                         "--tokenizer PATH (an HF folder or a .gguf file)")
+    if tsrc.kind == "hf":
+        _check_tokenizer_files(p)
     return tsrc
 
 

@@ -155,7 +155,6 @@ class AttnShape:
     heads: int
     kv_heads: int
     head_dim: int
-    scale: float = 0.0  # 0 -> 1/sqrt(head_dim)
     qk_norm_eps: float = 0.0  # > 0: per-head q/k RMSNorm (Qwen3)
 
 
@@ -168,8 +167,6 @@ def gqa(c: Ctx, layer: int, q: str, k: str, v: str, a: AttnShape, name: str) -> 
         c.g.input(i, F32, shape)
         c.states.append(StateSpec(i, o, "kv", layer, (1, a.kv_heads, "ctx", a.head_dim)))
     attrs = {"num_heads": a.heads, "kv_num_heads": a.kv_heads, "do_rotary": 1}
-    if a.scale:
-        attrs["scale"] = a.scale
     out, pk, pv = c.g.node("GroupQueryAttention", [q, k, v, past_k, past_v, c.seqlens_k, c.total_len,
                                                    c.cos, c.sin], 3, name, domain=MS, **attrs)
     c.g.output(pk, pres_k, F32, shape)

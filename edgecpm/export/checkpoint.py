@@ -6,6 +6,7 @@ Both give an HF-style config dict and load tensors one at a time by HF name, as 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,13 @@ class HFSource:
     def __init__(self, folder: Path):
         self.path = folder
         try:
-            self.config = json.loads((folder / "config.json").read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{folder}/config.json is not valid JSON ({e.msg}); re-download the checkpoint") from None
+            self.config = json.loads((folder / "config.json").read_bytes().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            why = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+            raise UserError(f"{folder}/config.json is not valid JSON ({why}); re-download the checkpoint") from None
+        if not isinstance(self.config, dict):
+            raise UserError(f"{folder}/config.json must hold a JSON object, not a {type(self.config).__name__}; "
+                            "re-download the checkpoint")
         files = sorted(folder.glob("*.safetensors"))
         if not files:
             raise UserError(f"{folder} has config.json but no *.safetensors weights; download the weights too")
@@ -53,6 +58,13 @@ class HFSource:
     def names(self) -> set[str]:
         return set(self._index())
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape, read from the safetensors header (no data)."""
+        from safetensors import safe_open
+
+        with safe_open(self._index()[name], framework="numpy") as handle:
+            return tuple(handle.get_slice(name).get_shape())
+
     def get(self, name: str) -> np.ndarray:
         """One tensor as fp32. The file is mapped only while it is read, so the pages of tensors
         already converted do not stay in this process's resident set."""
@@ -71,9 +83,6 @@ class HFSource:
         for f in [self.path / "config.json", *self._files]:
             h.update(sha256_file(f).encode())
         return h.hexdigest()
-
-    def tokenizer_folder(self) -> Path:
-        return self.path
 
 
 def open_source(source: Path | str):
@@ -140,3 +149,36 @@ class Weights:
             return bw if np.array_equal(out, rows) else bw.take_rows(out[:, 0].astype(np.int64))
         return self.sanitize(name, bw.dequantize(), self.args, self.source.kind)
 
+
+# Tensor-name suffix -> (dimension, what it must equal) checks every decoder shares; a name missing in
+# a checkpoint is simply not checked (the architecture reads what it has).
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
+
+
+def check_shapes(source, args) -> None:
+    """Every tensor the config determines has the config's shape, and the layers are exactly
+    0..num_hidden_layers-1: checked from the headers before anything is written."""
+    names, h = source.names(), args.hidden_size
+    q_rows = args.num_attention_heads * args.head_dim
+    kv_rows = args.num_key_value_heads * args.head_dim
+    rules = {"embed_tokens.weight": {0: args.vocab_size, 1: h}, "lm_head.weight": {0: args.vocab_size, 1: h},
+             "input_layernorm.weight": {0: h}, "post_attention_layernorm.weight": {0: h},
+             "q_proj.weight": {0: (q_rows, 2 * q_rows), 1: h}, "k_proj.weight": {0: kv_rows, 1: h},
+             "v_proj.weight": {0: kv_rows, 1: h}, "o_proj.weight": {0: h, 1: q_rows},
+             "mlp.gate_proj.weight": {0: args.intermediate_size or None, 1: h},
+             "mlp.up_proj.weight": {0: args.intermediate_size or None, 1: h}, "mlp.down_proj.weight": {0: h}}
+    for name in sorted(names):
+        rule = next((r for sfx, r in rules.items() if name == sfx or name.endswith("." + sfx)), None)
+        if rule is None:
+            continue
+        shape = source.shape(name)
+        for dim, want in rule.items():
+            ok = len(shape) > dim and (want is None or (shape[dim] in want if isinstance(want, tuple)
+                                                        else shape[dim] == want))
+            if not ok:
+                raise UserError(f"tensor {name} has shape {list(shape)}, but config.json implies dimension {dim} "
+                                f"= {want}; the config does not match the weights (fix config.json or the checkpoint)")
+    layers = {int(m.group(1)) for n in names if (m := _LAYER.search(n))}
+    if layers and layers != set(range(args.num_hidden_layers)):
+        raise UserError(f"the checkpoint has layers {min(layers)}..{max(layers)} but config.json says "
+                        f"num_hidden_layers = {args.num_hidden_layers}; fix config.json or the checkpoint")
