@@ -368,3 +368,33 @@ def test_chat_add_keeps_reuse_for_turns_answered_elsewhere(default_art):
         assert chat.last_prefill == py.last_prefill
         chat.close()
         m.close()
+
+
+def test_null_and_out_of_range_arguments_are_errors_not_crashes(tiny):
+    import ctypes as C
+
+    from native import STREAM, GenParams, lib
+
+    L = lib()
+    out = C.c_void_p()
+    ids, n = C.POINTER(C.c_int32)(), C.c_size_t()
+    nocb = STREAM()  # a NULL callback
+    assert L.edgecpm_tokenize(None, b"hi", -1, C.byref(ids), C.byref(n)) == 1
+    assert L.edgecpm_generate(None, b"hi", None, nocb, None, None) == 1
+    assert L.edgecpm_chat_send(None, b"hi", None, nocb, None, None) == 1
+    assert L.edgecpm_snapshot_restore(None, None) == 1 and L.edgecpm_reset(None) == 1
+    L.edgecpm_close(None), L.edgecpm_chat_destroy(None), L.edgecpm_snapshot_free(None), L.edgecpm_free(None)
+    art, _ = tiny("llama", 32)
+    m = Model(art)
+    bad = (C.c_int32 * 2)(5, 10**6)
+    assert L.edgecpm_detokenize(m.h, bad, 2, C.byref(out)) == 1 and b"vocabulary" in L.edgecpm_last_error()
+    p = GenParams()
+    L.edgecpm_gen_params_default(C.byref(p))
+    p.top_p = 0.0
+    assert L.edgecpm_generate(m.h, b"hi", C.byref(p), nocb, None, C.byref(out)) == 1
+    assert b"out of range" in L.edgecpm_last_error()
+    p.struct_size = 0
+    assert L.edgecpm_generate(m.h, b"hi", C.byref(p), nocb, None, C.byref(out)) == 1
+    assert b"struct_size" in L.edgecpm_last_error()
+    assert m.generate("Hello", max_tokens=3)[2]
+    m.close()
