@@ -1,50 +1,63 @@
-"""Quantization quality of the default model: top-1 agreement and KL(fp32 || recipe) per position.
+"""The README's quality table: each recipe of the default model vs its exact weights (the fp32 export of
+the same GGUF), measured as `edgecpm eval` does (llama-perplexity chunking, ctx 512, second half scored).
 
-Usage (repo root, after `make test`): .venv/bin/python export/quality.py
-Exports SmolLM2-135M-Instruct (the embedded GGUF) with each recipe into a temp folder and compares its
-logits with the fp32 export's on one fixed English text.
+Usage (repo root): .venv/bin/python export/quality.py [--path prefill|decode] [--only NAME,...]
+Text: tests/data/eval_text.txt + export/quality_text.txt (both written for edgecpm; 3,162 tokens -> 6
+chunks -> 1,530 scored positions). The reference's logits are computed once and reused.
 """
 
-import tempfile
+from __future__ import annotations
 
-import numpy as np
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
 
 from edgecpm.export import export
 from edgecpm.runtime import load
+from edgecpm.runtime.evaluate import Totals, chunk_logits, chunks
 
-TEXT = ("The quick brown fox jumps over the lazy dog. Paris is the capital of France, and Berlin is the "
-        "capital of Germany. Water boils at one hundred degrees Celsius at sea level.")
+ROOT = Path(__file__).parent.parent
+TEXTS = [ROOT / "tests" / "data" / "eval_text.txt", ROOT / "export" / "quality_text.txt"]
 RECIPES = {
+    "carry-over (default for GGUF)": {},
     "int8 (fp16 head/embeddings)": dict(q_bits=8),
-    "int8 (8-bit head/embeddings)": dict(q_bits=8, lm_head_bits=8, embed_bits=8),
-    "int4 g32 sym": dict(q_bits=4),
-    "int4 g32 asym": dict(q_bits=4, q_symmetric=False),
-    "int4 g64": dict(q_bits=4, q_group_size=64),
-    "int4 g128": dict(q_bits=4, q_group_size=128),
+    "int4 g32 RTN (old default)": dict(q_bits=4, q_method="rtn"),
+    "int4 g32 search, no calibration": dict(q_bits=4, q_symmetric=True, calibration="none"),
+    "int4 g32 search + calibration": dict(q_bits=4, q_symmetric=True),
+    "int4 g32 min, search + calibration (default from float)": dict(q_bits=4),
+    "int4 g64 RTN": dict(q_bits=4, q_group_size=64, q_method="rtn"),
+    "int4 g64 search + calibration": dict(q_bits=4, q_group_size=64, q_symmetric=True),
+    "int4 g64 min, no calibration": dict(q_bits=4, q_group_size=64, calibration="none"),
+    "int4 g64 min, search + calibration": dict(q_bits=4, q_group_size=64),
 }
 
 
-def logits(folder: str) -> np.ndarray:
-    engine, tok = load(folder)
-    ids = tok.encode(TEXT)
-    return engine.step(ids, logits_at=list(range(len(ids))))  # [S, vocab]
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64) - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
-
-
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--path", choices=["prefill", "decode"], default="prefill")
+    ap.add_argument("--only", default="")
+    a = ap.parse_args()
+    text = "\n\n".join(p.read_text() for p in TEXTS)
     with tempfile.TemporaryDirectory() as tmp:
-        ref = logits(str(export(None, f"{tmp}/fp32", q_bits=32, quiet=True)))
-        lp = log_softmax(ref)
-        print(f"{len(ref)} positions; vs the fp32 export")
-        for name, kw in RECIPES.items():
-            out = logits(str(export(None, f"{tmp}/{len(name)}{kw}", quiet=True, **kw)))
-            top1 = float(np.mean(out.argmax(-1) == ref.argmax(-1)))
-            kl = float(np.mean((np.exp(lp) * (lp - log_softmax(out))).sum(-1)))
-            print(f"{name:30s} top-1 {top1:.2f}  KL {kl:.3f}")
+        ref, tok = load(export(None, f"{tmp}/fp32", q_bits=32, quiet=True), context=512)
+        parts = chunks(tok.encode(text, add_bos=False), 512)
+        refs = [chunk_logits(ref, c, a.path) for c in parts]
+        print(f"{len(parts)} chunks, {a.path} path; vs the fp32 export", flush=True)
+        for i, (name, kw) in enumerate(RECIPES.items()):
+            if a.only and name not in a.only.split(","):
+                continue
+            t0 = time.perf_counter()
+            art = export(None, f"{tmp}/r{i}", quiet=True, **kw)
+            secs = time.perf_counter() - t0
+            engine, _ = load(art, context=512)
+            t = Totals()
+            for c, r in zip(parts, refs):
+                t.add(r, chunk_logits(engine, c, a.path), c[257:])
+            res, m = t.result(), json.loads((art / "edgecpm.json").read_text())
+            print(f"| {name} | {m['weights_bytes'] / 2**20:.1f} MiB | {res['kl_mean']:.4f} | {100 * res['top1']:.1f} % "
+                  f"| {res['ppl']:.2f} | {res['ref_ppl']:.2f} | {res['positions']} | export {secs:.0f} s |", flush=True)
 
 
 if __name__ == "__main__":
