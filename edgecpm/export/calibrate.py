@@ -54,19 +54,24 @@ def tokens(text: str, folder: Path, where: str) -> list[int]:
 
 
 def _probe(folder: Path) -> tuple[str, dict[str, str]]:
-    """Write a copy of the graph whose outputs include every MatMulNBits input; returns
-    (model path, {input value: layer name})."""
+    """Write a copy of the graph that also outputs, for every MatMulNBits input x [1, S, K], its sum of
+    squares over the tokens [K] (in the graph: only K floats per layer come out); returns
+    (model path, {output name: layer name})."""
     import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.load(str(folder / MODEL_FILE), load_external_data=False)
-    taps: dict[str, str] = {}
+    inputs: dict[str, str] = {}
     for node in model.graph.node:
         if node.op_type == "MatMulNBits":
-            taps.setdefault(node.input[0], node.name.removeprefix("n/"))
-    have = {o.name for o in model.graph.output}
-    for value in taps:
-        if value not in have:
-            model.graph.output.append(onnx.helper.make_tensor_value_info(value, onnx.TensorProto.FLOAT, None))
+            inputs.setdefault(node.input[0], node.name.removeprefix("n/"))
+    model.graph.initializer.append(numpy_helper.from_array(np.array([0, 1], np.int64), "calibration/axes"))
+    taps = {}
+    for i, (value, layer) in enumerate(inputs.items()):
+        out = f"calibration/sumsq{i}"
+        model.graph.node.append(helper.make_node("ReduceSumSquare", [value, "calibration/axes"], [out], keepdims=0))
+        model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+        taps[out] = layer
     path = folder / "probe.onnx"
     onnx.save_model(model, str(path))
     return str(path), taps
@@ -86,18 +91,35 @@ def _feeds(session, chunk: list[int]) -> dict:
 
 
 def importance(source, tokenizer, text: str, where: str, work: Path) -> dict[str, np.ndarray]:
-    """{layer name: per-input-channel mean square activation [K]} of `source` on `text`."""
-    import onnxruntime as ort
+    """{layer name: per-input-channel mean square activation [K]} of `source` on `text`.
 
-    from edgecpm.export import _tokenizer, _tokenizer_source, export
+    The text is tokenized here (a too-short one fails at once); the first export and its session run
+    in a child process, so their memory is returned before the real export starts (the export's peak
+    is then the larger of the two, not their sum)."""
+    import concurrent.futures
+    import multiprocessing
+
+    from edgecpm.export import _tokenizer, _tokenizer_source
     from edgecpm.export.checkpoint import open_source
 
     src = open_source(source)
     (work / "calibration-tokenizer").mkdir()
     _tokenizer(_tokenizer_source(src, tokenizer), work / "calibration-tokenizer", src.config)
-    ids = tokens(text, work / "calibration-tokenizer", where)  # a text too short fails before any export
-    folder = export(str(source), str(work / "calibration-model"), q_bits=4, q_method="rtn", quiet=True,
-                    context_length=CHUNK, tokenizer=tokenizer, calibration="none")
+    ids = tokens(text, work / "calibration-tokenizer", where)
+    shutil.rmtree(work / "calibration-tokenizer", ignore_errors=True)
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(_measure, str(source), tokenizer, ids, str(work / "calibration-model")).result()
+
+
+def _measure(source: str, tokenizer, ids: list[int], out: str) -> dict[str, np.ndarray]:
+    """(In the child process) int4 RTN export of `source` to `out`, run `ids` through it in chunks."""
+    import onnxruntime as ort
+
+    from edgecpm.export import export
+
+    folder = export(source, out, q_bits=4, q_method="rtn", quiet=True, context_length=CHUNK, tokenizer=tokenizer,
+                    calibration="none")
     path, taps = _probe(folder)
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -110,13 +132,11 @@ def importance(source, tokenizer, text: str, where: str, work: Path) -> dict[str
         if len(chunk) < CHUNK // 8:
             break  # a short tail adds little
         outs = session.run(names, _feeds(session, chunk))
-        for value, x in zip(names, outs):
-            sq = np.square(x.reshape(-1, x.shape[-1]), dtype=np.float64).sum(0)  # [K]
-            sums[taps[value]] = sums.get(taps[value], 0) + sq
+        for value, sq in zip(names, outs):  # sq [K]: sum over this chunk's tokens of x^2
+            sums[taps[value]] = sums.get(taps[value], 0) + sq.astype(np.float64)
         count += len(chunk)
     del session
     shutil.rmtree(folder, ignore_errors=True)
-    shutil.rmtree(work / "calibration-tokenizer", ignore_errors=True)
     return {name: (s / count).astype(np.float32) for name, s in sums.items()}
 
 
