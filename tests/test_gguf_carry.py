@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize, quantize
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
 from edgecpm.contract import Quantization
 from edgecpm.export.blocks import Ctx, embedding, linear
