@@ -29,4 +29,8 @@ void linear_attention_head(Rule rule, const LinearAttentionShape& s, const float
 void causal_conv(int64_t B, int64_t C, int64_t L, int64_t K, const float* x, const float* w, const float* bias,
                  float* state, float* out, bool silu);
 
+// Rows [row_begin, row_end) of the flattened (batch, channel) axis: the unit of parallel work.
+void causal_conv_channels(int64_t C, int64_t L, int64_t K, const float* x, const float* w, const float* bias,
+                          float* state, float* out, bool silu, int64_t row_begin, int64_t row_end);
+
 }  // namespace edgecpm_ops

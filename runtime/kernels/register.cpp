@@ -1,6 +1,7 @@
 // libedgecpm_ops: registers ai.edgecpm LinearAttention and CausalConvWithState (CPU, fp32) with
 // onnxruntime. It links no onnxruntime: it uses the OrtApi that RegisterCustomOps is handed, so the
 // same library serves the Python runtime (SessionOptions.register_custom_ops_library) and libedgecpm.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -148,7 +149,28 @@ struct CausalConvKernel {
     } else {
       std::memset(state, 0, n * sizeof(float));
     }
-    edgecpm_ops::causal_conv(B, C, L, K, data_of(x), data_of(w), data_of(bias), state, out, silu);
+    ConvJob job{C, L, K, data_of(x), data_of(w), data_of(bias), state, out, silu, B * C};
+    // Channels are independent: blocks of kConvRows run on onnxruntime's intra-op threads.
+    const size_t blocks = static_cast<size_t>((B * C + kConvRows - 1) / kConvRows);
+    OrtStatus* st = blocks > 1 ? api.KernelContext_ParallelFor(ctx, run_block, blocks, 0, &job) : nullptr;
+    if (blocks <= 1) run_block(&job, 0);
+    Ort::ThrowOnError(st);
+  }
+
+ private:
+  static constexpr int64_t kConvRows = 64;
+  struct ConvJob {
+    int64_t C, L, K;
+    const float *x, *w, *bias;
+    float *state, *out;
+    bool silu;
+    int64_t rows;
+  };
+  static void run_block(void* p, size_t i) {
+    auto* j = static_cast<ConvJob*>(p);
+    const int64_t begin = static_cast<int64_t>(i) * kConvRows;
+    edgecpm_ops::causal_conv_channels(j->C, j->L, j->K, j->x, j->w, j->bias, j->state, j->out, j->silu, begin,
+                                      std::min(begin + kConvRows, j->rows));
   }
 };
 
