@@ -19,8 +19,8 @@ def test_fp32_prefill_and_decode_match_transformers(tiny, kind):
     art, model = tiny(kind, 32)
     ids = _ids(1, 42)
     ref = torch_logits(model, ids)  # [42, vocab]
-    e = Engine(art)
-    assert e.kernel.kind == "ort"  # auto: onnxruntime's com.microsoft kernels
+    e = Engine(art, recurrent_kernel="ort")  # the native kernels: tests/test_native_ops.py
+    assert e.kernel.kind == "ort"
     assert np.abs(e.step(ids[:37], logits_at=list(range(37))) - ref[:37]).max() <= 1e-4  # 37-token prefill
     for i in range(37, 42):  # 5 decode steps
         assert np.abs(e.step(ids[i : i + 1])[0] - ref[i]).max() <= 1e-4

@@ -102,7 +102,11 @@ def test_causal_conv_kernels_agree(T, activation, bias):
         np.testing.assert_allclose(g, wnt, atol=1e-5, rtol=1e-5, err_msg="onnx.reference")
 
 
-def test_kernel_choice():
+def test_kernel_choice(monkeypatch):
+    monkeypatch.delenv(kernels.NATIVE_ENV, raising=False)
+    built = kernels.built_library()
+    assert kernels.choose("auto").kind == ("native" if built else "ort")  # make native's library, else ORT's
+    monkeypatch.setattr(kernels, "built_library", lambda: None)
     assert kernels.choose("auto").kind == "ort"  # onnxruntime >= 1.31 has the kernels
     assert kernels.choose("function").kind == "function"
     with pytest.raises(Exception, match="--recurrent-kernel"):

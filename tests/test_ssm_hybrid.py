@@ -42,7 +42,7 @@ def test_fp32_prefill_and_decode_match_transformers(ssm, kind):
     art, model = ssm(kind, 32)
     ids = _ids(1, 42)
     ref = torch_logits(model, ids)  # [42, vocab]
-    e = Engine(art)
+    e = Engine(art, recurrent_kernel="ort")  # the native kernels: the native test below
     assert e.kernel.kind == "ort"
     assert np.abs(e.step(ids[:37], logits_at=list(range(37))) - ref[:37]).max() <= 1e-4  # 37-token prefill
     for i in range(37, 42):  # 5 decode steps

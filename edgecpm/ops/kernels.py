@@ -3,9 +3,11 @@
     function  the ONNX function body every node ships with (any onnxruntime; inlined at load)
     ort       onnxruntime's `com.microsoft` kernels of the same name and semantics: the nodes are
               moved to that domain in memory before the session is made
-    native    our own kernel library (`EDGECPM_NATIVE_OPS=path/to/libedgecpm_ops.so`), registered
-              for `ai.edgecpm`, so onnxruntime prefers it over the function body
-    auto      native when that library is set, else ort when this onnxruntime has the kernels, else function
+    native    our own kernel library (`EDGECPM_NATIVE_OPS=path/to/libedgecpm_ops.so`, else the one
+              `make native` built in this checkout's runtime/build), registered for `ai.edgecpm`, so
+              onnxruntime prefers it over the function body
+    auto      native when that library is set or built, else ort when this onnxruntime has the
+              kernels, else function
 
 The domain rewrite needs no `onnx` package: it reads the few ModelProto fields it touches through
 protobuf (an onnxruntime dependency); every other field passes through as unknown fields, untouched.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgecpm.contract import UserError
 from edgecpm.ops import DOMAIN, OPS
@@ -41,11 +44,17 @@ def ort_has_kernels() -> bool:
     return all((MS, op) in have for op in OPS)
 
 
+def built_library() -> str | None:
+    """libedgecpm_ops as `make native` builds it beside this package (a source checkout), if it is there."""
+    p = Path(__file__).resolve().parents[2] / "runtime" / "build" / "libedgecpm_ops.so"
+    return str(p) if p.is_file() else None
+
+
 def choose(requested: str = "auto") -> KernelChoice:
     """Resolve --recurrent-kernel to what this machine can run; refuse an impossible request."""
     if requested not in KERNELS:
         raise UserError(f"--recurrent-kernel {requested!r} is unknown; use one of {', '.join(KERNELS)}")
-    lib = os.environ.get(NATIVE_ENV)
+    lib = os.environ.get(NATIVE_ENV) or (built_library() if requested in ("auto", "native") else None)
     if requested == "native" or (requested == "auto" and lib):
         if not lib or not os.path.isfile(lib):
             raise UserError(f"--recurrent-kernel native needs {NATIVE_ENV} set to the edgecpm op library; "
