@@ -80,7 +80,7 @@ def test_int4_top1_agreement(ssm, kind):
     assert np.mean(agree) >= 0.90
 
 
-@pytest.mark.parametrize("kind", ["granitemoehybrid", "falcon_h1"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_chat_carries_state_and_equals_fresh_run(ssm, kind):
     art, _ = ssm(kind, 32)
     engine = Engine(art)
@@ -94,7 +94,7 @@ def test_chat_carries_state_and_equals_fresh_run(ssm, kind):
     assert second == "".join(r.text for r in stream_generate(engine, tok, full, max_tokens=10))
 
 
-@pytest.mark.parametrize("kind", ["nemotron_h", "qwen3_next"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_snapshot_branches_equal_fresh_runs(ssm, kind):
     art, _ = ssm(kind, 32)
     e = Engine(art)
