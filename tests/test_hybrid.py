@@ -61,8 +61,8 @@ def test_int4_top1_agreement(tiny, kind):
     assert np.mean(agree) >= 0.90
 
 
-def test_chat_over_hybrid_carries_state_and_equals_fresh_run(tiny):
-    art, _ = tiny("qwen3_5", 32)
+def check_chat_reuse(art) -> None:
+    """A second chat turn reuses the first turn's state and equals a fresh run over the conversation."""
     engine = Engine(art)
     tok = Tokenizer(engine.folder, engine.manifest)
     chat = ChatSession(engine, tok)
@@ -74,8 +74,8 @@ def test_chat_over_hybrid_carries_state_and_equals_fresh_run(tiny):
     assert second == "".join(r.text for r in stream_generate(engine, tok, full, max_tokens=10))
 
 
-def test_snapshot_branches_equal_fresh_runs(tiny):
-    art, _ = tiny("minimax", 32)
+def check_snapshot_branches(art) -> None:
+    """Two branches from one snapshot equal fresh runs; the snapshot holds no KV."""
     e = Engine(art)
     prompt, a, b = _ids(3, 20), _ids(4, 6), _ids(5, 6)
     e.prefill(prompt)
@@ -87,6 +87,14 @@ def test_snapshot_branches_equal_fresh_runs(tiny):
     for suffix, got in ((a, branch_a), (b, branch_b)):
         fresh, _ = _run(e, prompt + suffix, 64)
         np.testing.assert_allclose(got, fresh[len(prompt) :], atol=1e-5)
+
+
+def test_chat_over_hybrid_carries_state_and_equals_fresh_run(tiny):
+    check_chat_reuse(tiny("qwen3_5", 32)[0])
+
+
+def test_snapshot_branches_equal_fresh_runs(tiny):
+    check_snapshot_branches(tiny("minimax", 32)[0])
 
 
 def _run_from(e: Engine, suffix: list[int]) -> np.ndarray:

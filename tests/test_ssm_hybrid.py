@@ -9,9 +9,9 @@ import pytest
 import ssm_models
 from conftest import HYBRID, torch_logits, write_tokenizer
 from native import OPS_LIB, need_native
-from test_hybrid import _ids, _run, _run_from
+from test_hybrid import _ids, _run, check_chat_reuse, check_snapshot_branches
 
-from edgecpm.runtime import ChatSession, Engine, Tokenizer, stream_generate
+from edgecpm.runtime import Engine
 
 KINDS = list(ssm_models.KINDS)
 
@@ -82,32 +82,12 @@ def test_int4_top1_agreement(ssm, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_chat_carries_state_and_equals_fresh_run(ssm, kind):
-    art, _ = ssm(kind, 32)
-    engine = Engine(art)
-    tok = Tokenizer(engine.folder, engine.manifest)
-    chat = ChatSession(engine, tok)
-    chat.ask("Hello world", max_tokens=10)
-    second = chat.ask("how are you today?", max_tokens=10)
-    full = tok.encode_chat(chat.messages[:-1])
-    assert chat.last_prefill < len(full)  # the first turn's state was carried over
-    engine.reset()
-    assert second == "".join(r.text for r in stream_generate(engine, tok, full, max_tokens=10))
+    check_chat_reuse(ssm(kind, 32)[0])
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_snapshot_branches_equal_fresh_runs(ssm, kind):
-    art, _ = ssm(kind, 32)
-    e = Engine(art)
-    prompt, a, b = _ids(3, 20), _ids(4, 6), _ids(5, 6)
-    e.prefill(prompt)
-    snap = e.state.snapshot()
-    assert snap.nbytes == sum(s.nbytes(e.ctx) for s in e.manifest.state if not s.per_token)  # no KV copied
-    branch_a = _run_from(e, a)
-    e.state.restore(snap)
-    branch_b = _run_from(e, b)
-    for suffix, got in ((a, branch_a), (b, branch_b)):
-        fresh, _ = _run(e, prompt + suffix, 64)
-        np.testing.assert_allclose(got, fresh[len(prompt) :], atol=1e-5)
+    check_snapshot_branches(ssm(kind, 32)[0])
 
 
 def _info(art) -> str:
