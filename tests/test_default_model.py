@@ -86,3 +86,14 @@ def test_tokenizer_config_names_a_classic_class(fp32):
     cfg = json.loads((Path(fp32) / "tokenizer_config.json").read_text())
     assert cfg["tokenizer_class"] == "GPT2Tokenizer"
     assert Tokenizer(Path(fp32), Engine(fp32).manifest).eos_token_ids == {2}
+
+
+def test_make_run_answers_its_fixed_prompt():
+    """What `echo | make run` does: chat on the default artifact, stdin not a terminal, empty -> the fixed prompt."""
+    import subprocess
+    import sys
+
+    default_artifact()
+    r = subprocess.run([sys.executable, "-m", "edgecpm", "chat", "-m", "40"], input="", capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and "Paris" in r.stdout, (r.stdout, r.stderr)

@@ -10,7 +10,7 @@ import threading
 from edgecpm.app.defaults import resolve_artifact
 from edgecpm.contract import UserError
 
-DEFAULT_PROMPT = "What is the capital of France?"
+DEFAULT_PROMPT = "What is the capital of France? Answer in one sentence."
 
 
 def _gen_kwargs(max_tokens, temp, top_p, top_k, min_p, seed, repetition_penalty, prefill_chunk) -> dict:
