@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from native import OPS_LIB, need_native
-from test_ops import CASES, _model, _run
+from test_ops import CASES, _model, _run, conv_case
 
 from edgecpm.ops import reference
 
@@ -63,16 +63,7 @@ def test_native_linear_attention_without_past_state():
 @pytest.mark.parametrize("T", [1, 6, 100])
 @pytest.mark.parametrize("activation,bias", [("silu", False), ("none", True)])
 def test_native_causal_conv_equals_reference_and_ort(T, activation, bias):
-    rng = np.random.default_rng(1)
-    C, K = 5, 4
-    x = rng.standard_normal((1, C, T)).astype(np.float32)
-    w = rng.standard_normal((C, 1, K)).astype(np.float32)
-    bb = rng.standard_normal(C).astype(np.float32) if bias else None
-    s = rng.standard_normal((1, C, K - 1)).astype(np.float32)
-    names, arrays = ["x", "w", "bias" if bias else "", "s"], [x, w, bb, s]
-    feeds = {n: a for n, a in zip(names, arrays) if a is not None}
-    want = reference.causal_conv_with_state(x, w, bb, s, activation=activation)
-    model = _model("CausalConvWithState", names, arrays, dict(activation=activation))
+    _, _, feeds, want, model = conv_case(T, activation, bias)
     for wnt, got, ms in zip(want, _native(model, feeds), _run(model, feeds, "ort")):
         np.testing.assert_allclose(got, wnt, atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(got, ms, atol=1e-5, rtol=1e-5)

@@ -81,9 +81,8 @@ def test_linear_attention_kernels_agree(rule, hq, hkv, per_key, T):
             np.testing.assert_allclose(x, w, atol=1e-5, rtol=1e-5, err_msg="onnx.reference")
 
 
-@pytest.mark.parametrize("T", [1, 6])
-@pytest.mark.parametrize("activation,bias", [("silu", False), ("none", True)])
-def test_causal_conv_kernels_agree(T, activation, bias):
+def conv_case(T: int, activation: str, bias: bool):
+    """A CausalConvWithState case: (input names, arrays, feeds, reference outputs, one-node model)."""
     rng = np.random.default_rng(1)
     C, K = 5, 4
     x = rng.standard_normal((1, C, T)).astype(np.float32)
@@ -93,7 +92,13 @@ def test_causal_conv_kernels_agree(T, activation, bias):
     names, arrays = ["x", "w", "bias" if bias else "", "s"], [x, w, bb, s]
     feeds = {n: a for n, a in zip(names, arrays) if a is not None}
     want = reference.causal_conv_with_state(x, w, bb, s, activation=activation)
-    model = _model("CausalConvWithState", names, arrays, dict(activation=activation))
+    return names, arrays, feeds, want, _model("CausalConvWithState", names, arrays, dict(activation=activation))
+
+
+@pytest.mark.parametrize("T", [1, 6])
+@pytest.mark.parametrize("activation,bias", [("silu", False), ("none", True)])
+def test_causal_conv_kernels_agree(T, activation, bias):
+    names, arrays, feeds, want, model = conv_case(T, activation, bias)
     for kernel in ("function", "ort"):
         for wnt, got in zip(want, _run(model, feeds, kernel)):
             np.testing.assert_allclose(got, wnt, atol=1e-5, rtol=1e-5, err_msg=kernel)
