@@ -168,3 +168,24 @@ def test_existing_artifact_is_replaced_only_with_force_and_partials_are_cleaned(
     assert (out / "edgecpm.json").read_bytes() == before  # nothing lost
     code, _ = run_cli(capsys, "export", str(hf), "-o", str(out), "--q-bits", "32", "--force")
     assert code == 0 and (out / "edgecpm.json").is_file()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--draft", "eagle"], "--draft"),
+    (["--draft-tokens", "0"], "--draft-tokens"),
+    (["--draft-model", "/nonexistent/draft"], "--draft-model"),
+    (["--draft", "ngram", "--draft-model", "/x"], "either"),
+])
+@pytest.mark.parametrize("command", ["chat", "generate"])
+def test_draft_flags(capsys, art, command, argv, needle):
+    code, err = run_cli(capsys, command, str(art), "-p", "hi", "--local-only", *argv)
+    assert_one_line_error(code, err, needle)
+
+
+def test_draft_model_with_another_tokenizer(capsys, art, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(art, other)
+    (other / "tokenizer.json").write_text((other / "tokenizer.json").read_text().replace('"Paris"', '"Pariz"', 1)
+                                          .replace('"a"', '"A_"', 1))
+    code, err = run_cli(capsys, "generate", str(art), "-p", "hi", "--local-only", "--draft-model", str(other))
+    assert_one_line_error(code, err, "another tokenizer")

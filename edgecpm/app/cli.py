@@ -52,6 +52,21 @@ def sampling(f):
     return f
 
 
+def drafting(f):
+    """Speculative decoding flags shared by generate, chat and serve."""
+    opts = [
+        click.option("--draft", type=click.Choice(["ngram"]), default=None,
+                     help="speculative decoding with drafts copied from the context (prompt lookup)"),
+        click.option("--draft-model", type=click.Path(), default=None,
+                     help="speculative decoding with drafts from this smaller artifact (same tokenizer)"),
+        click.option("--draft-tokens", type=click.IntRange(1, 64), default=8, show_default=True,
+                     help="most tokens drafted per verification step"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
 def routing(f):
     """Device-cloud routing flags shared by chat, generate and serve (see edgecpm.app.router)."""
     opts = [
@@ -111,6 +126,7 @@ def export_cmd(**kw):
 @ARTIFACT
 @click.option("-p", "--prompt", default=None, help="text to continue (default: stdin)")
 @sampling
+@drafting
 @routing
 def generate(**kw):
     """Continue raw text (no chat template)."""
@@ -124,6 +140,7 @@ def generate(**kw):
 @click.option("-p", "--prompt", default=None, help="one-shot: answer this and exit")
 @click.option("--system", default=None, help="system message")
 @sampling
+@drafting
 @routing
 def chat(**kw):
     """Chat with the artifact's chat template; state is kept across turns."""
@@ -147,6 +164,7 @@ def chat(**kw):
 @click.option("--provider", multiple=True)
 @click.option("--threads", type=int, default=None)
 @RECURRENT_KERNEL
+@drafting
 @routing
 def serve(**kw):
     """OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
@@ -177,6 +195,8 @@ def info(**kw):
 @click.option("--prefill-chunk", type=click.IntRange(1), default=512, show_default=True)
 @RECURRENT_KERNEL
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--draft-prompt", default=None, help="chat prompt of the drafting phase (default: a copy-heavy typo fix)")
+@drafting
 def bench(prompt_lengths, **kw):
     """Prefill/decode tok/s, time to first token and peak RSS."""
     from edgecpm.app.bench import bench as run_bench

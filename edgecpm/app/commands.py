@@ -21,8 +21,8 @@ def _gen_kwargs(max_tokens, temp, top_p, top_k, min_p, seed, repetition_penalty,
 def make_router(artifact, context, provider, threads, recurrent_kernel, cloud_url=None, cloud_model=None,
                 cloud_api_key=None, cloud_timeout=30.0, cloud=False, local_only=False, memory_budget=None,
                 local_timeout=None, escalate_entropy=None, entropy_tokens=8, report_placement=False,
-                reuse_generated=True):
-    """A Router from the CLI's load and routing flags."""
+                reuse_generated=True, draft=None, draft_model=None, draft_tokens=8):
+    """A Router from the CLI's load, routing and drafting flags."""
     from edgecpm.app.cloud import CloudConfig
     from edgecpm.app.router import RoutePolicy, Router
 
@@ -30,7 +30,7 @@ def make_router(artifact, context, provider, threads, recurrent_kernel, cloud_ur
     cfg = None if local_only else CloudConfig.resolve(cloud_url, cloud_model, cloud_api_key, cloud_timeout)
     return Router(resolve_artifact(artifact), policy, cfg, context=context, providers=list(provider) or None,
                   threads=threads, recurrent_kernel=recurrent_kernel, report_placement=report_placement,
-                  reuse_generated=reuse_generated)
+                  reuse_generated=reuse_generated, draft=draft, draft_model=draft_model, draft_tokens=draft_tokens)
 
 
 def _print_events(events, verbose: bool, marker=sys.stdout) -> None:
@@ -49,8 +49,11 @@ def _print_events(events, verbose: bool, marker=sys.stdout) -> None:
     if last and last.error:
         print(f"[stopped: {last.error}]", file=sys.stderr)
     if verbose and last and last.generation_tps is not None:
+        d = last.draft
+        drafted = "" if d is None else f" | drafts accepted {d.accepted}/{d.drafted}, " \
+            f"{d.tokens_per_step or 1:.2f} tok/step"
         print(f"[prompt {last.prompt_tokens} tok, {last.prompt_tps:.1f} tok/s | generated {last.completion_tokens} "
-              f"tok, {last.generation_tps:.1f} tok/s | {last.finish_reason}]", file=sys.stderr)
+              f"tok, {last.generation_tps:.1f} tok/s{drafted} | {last.finish_reason}]", file=sys.stderr)
 
 
 def _check_text(text: str, what: str) -> str:

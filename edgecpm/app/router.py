@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from edgecpm.app.cloud import CloudClient, CloudConfig, CloudError
+from edgecpm.app.drafting import make_drafter
 from edgecpm.contract import UserError, load_manifest
 from edgecpm.runtime import ChatSession, load
 from edgecpm.runtime.chat import ContextOverflow
@@ -56,6 +57,7 @@ class Event:
     error: str | None = None
     prompt_tps: float | None = None
     generation_tps: float | None = None
+    draft: object | None = None  # edgecpm.runtime.speculate.SpecStats when drafting
 
 
 class _Escalate(Exception):
@@ -68,10 +70,13 @@ class _Escalate(Exception):
 
 class Router:
     def __init__(self, artifact, policy: RoutePolicy = RoutePolicy(), cloud: CloudConfig | None = None,
-                 reuse_generated: bool = True, **load_kw):
-        """`reuse_generated=False` makes answers independent of the cache (see ChatSession)."""
+                 reuse_generated: bool = True, draft: str | None = None, draft_model: str | None = None,
+                 draft_tokens: int = 8, **load_kw):
+        """`reuse_generated=False` makes answers independent of the cache (see ChatSession);
+        `draft`/`draft_model` turn on speculative decoding (edgecpm.app.drafting)."""
         self.artifact, self.policy, self.load_kw = artifact, policy, load_kw
         self.reuse_generated = reuse_generated
+        self.draft_spec, self.draft_kw = (draft, draft_model), {"draft_tokens": draft_tokens}
         self.cloud = CloudClient(cloud) if cloud and not policy.local_only else None
         self._session = None
         self.local_problem: str | None = None  # why local cannot serve at all (policy 1)
@@ -83,11 +88,13 @@ class Router:
                 manifest = load_manifest(self.artifact, verify=self.load_kw.get("verify", True))
                 self._check_budget(manifest)
                 engine, tok = load(self.artifact, manifest=manifest, **self.load_kw)
-                self._session = ChatSession(engine, tok, reuse_generated=self.reuse_generated)
             except UserError as e:
                 self.local_problem = str(e)
             except Exception as e:  # noqa: BLE001 -- any local failure is a reason to route, with its text
                 self.local_problem = _one_line(e)
+            else:  # a wrong --draft-model is the user's to fix (one line, exit 2), not a reason to route
+                self.draft_kw["draft"] = make_drafter(*self.draft_spec, engine, self.load_kw.get("threads"))
+                self._session = ChatSession(engine, tok, reuse_generated=self.reuse_generated)
         return self._session
 
     def _check_budget(self, m) -> None:
@@ -127,7 +134,8 @@ class Router:
         p = self.policy
         hold = checks and (p.local_timeout is not None or p.escalate_entropy is not None)
         t0, held, entropies, n, prompt = time.perf_counter(), [], [], 0, None
-        stream = session.respond(messages, with_entropy=checks and p.escalate_entropy is not None, **gen)
+        stream = session.respond(messages, with_entropy=checks and p.escalate_entropy is not None, **gen,
+                                 **self.draft_kw)
         started = False
         try:
             for r in stream:
@@ -145,7 +153,7 @@ class Router:
                     continue
                 text, held, started = "".join(held) + r.text, [], True
                 yield Event(text, LOCAL, None, r.finish_reason, prompt, n, prompt_tps=r.prompt_tps,
-                            generation_tps=r.generation_tps)
+                            generation_tps=r.generation_tps, draft=r.draft)
         except _Escalate:
             stream.close()
             raise
@@ -225,10 +233,10 @@ class Router:
         session.reset()  # raw text shares no conversation state
         started = False
         try:
-            for r in stream_generate(session.engine, session.tokenizer, prompt, **gen):
+            for r in stream_generate(session.engine, session.tokenizer, prompt, **gen, **self.draft_kw):
                 started = True
                 yield Event(r.text, LOCAL, None, r.finish_reason, r.prompt_tokens, r.generation_tokens,
-                            prompt_tps=r.prompt_tps, generation_tps=r.generation_tps)
+                            prompt_tps=r.prompt_tps, generation_tps=r.generation_tps, draft=r.draft)
         except UserError as e:
             yield Event("", LOCAL, None, "error", error=str(e))
         except Exception as e:  # noqa: BLE001 -- see _local

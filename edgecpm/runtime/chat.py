@@ -20,18 +20,10 @@ from collections.abc import Iterator
 from edgecpm.contract import UserError
 from edgecpm.runtime.engine import Engine
 from edgecpm.runtime.generate import GenerationResponse, stream_tokens
-from edgecpm.runtime.state import Snapshot
+from edgecpm.runtime.state import Snapshot, common_prefix
 from edgecpm.runtime.tokenizer import Tokenizer
 
 MAX_SNAPSHOTS = 8
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 class ContextOverflow(UserError):

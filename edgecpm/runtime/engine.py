@@ -102,9 +102,10 @@ class Engine:
         def create(provs: list[str]) -> ort.InferenceSession:
             if not report:
                 return ort.InferenceSession(model, so, providers=provs)
-            session, self.placement = placement(lambda: ort.InferenceSession(model, so, providers=provs), so)
+            probe, self.placement = placement(lambda: ort.InferenceSession(model, so, providers=provs), so)
             self.log("nodes per execution provider: " + ", ".join(f"{k} {v}" for k, v in self.placement.items()))
-            return session
+            del probe  # it would log verbosely on every run: the session used is made quietly
+            return ort.InferenceSession(model, so, providers=provs)
 
         try:
             return create(providers)

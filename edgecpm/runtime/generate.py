@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -9,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgecpm.runtime.engine import Engine
-from edgecpm.runtime.sample import make_logits_processors, make_sampler
+from edgecpm.runtime.sample import make_distribution, make_logits_processors, make_sampler
+from edgecpm.runtime.speculate import Drafter, SpecStats, speculative_step
 from edgecpm.runtime.tokenizer import StreamingDetokenizer, Tokenizer
 
 
@@ -26,6 +28,7 @@ class GenerationResponse:
     generation_tps: float
     entropy: float | None = None  # nats, of the model's distribution for this token (when asked for)
     prefill_tokens: int | None = None  # of prompt_tokens, those prefilled now (the rest came from the state)
+    draft: SpecStats | None = None  # speculative decoding so far (when drafting)
 
 
 def entropy(logits: np.ndarray) -> float:
@@ -82,42 +85,50 @@ def stream_tokens(engine: Engine, tokenizer: Tokenizer, new_tokens: list[int], m
                   temp: float = 0.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
                   seed: int | None = None, repetition_penalty: float = 1.0, stop: list[str] | None = None,
                   prefill_chunk: int = 512, on_prefill: Callable | None = None,
-                  with_entropy: bool = False) -> Iterator[GenerationResponse]:
+                  with_entropy: bool = False, draft: Drafter | None = None,
+                  draft_tokens: int = 8) -> Iterator[GenerationResponse]:
     """Stream text for `new_tokens` fed after the engine's current state (chat reuses that state).
+    `draft` (edgecpm.runtime.speculate) proposes up to `draft_tokens` tokens per verification step.
 
     Stopping the iteration stops the generation (tokens are made only when asked for)."""
-    sampler = make_sampler(temp, top_p, top_k, min_p, seed)
+    procs, stats = make_logits_processors(repetition_penalty), SpecStats() if draft else None
+    if draft is None:
+        steps = generate_step(engine, new_tokens, make_sampler(temp, top_p, top_k, min_p, seed), procs,
+                              max_tokens, prefill_chunk)
+    else:
+        rng = np.random.default_rng(seed) if temp > 0 else None
+        steps = speculative_step(engine, new_tokens, draft, make_distribution(temp, top_p, top_k, min_p), rng,
+                                 procs, max_tokens, prefill_chunk, draft_tokens, stats)
     detok, stops = StreamingDetokenizer(tokenizer), _StopFilter(stop or [])
     t0 = time.perf_counter()
     prompt_tps, t_first, n, held = 0.0, t0, 0, engine.state.pos  # held: prompt tokens already in the state
-    steps = generate_step(engine, new_tokens, sampler, make_logits_processors(repetition_penalty),
-                          max_tokens, prefill_chunk)
 
     def result(text, token, reason):
         gen_tps = (n - 1) / (time.perf_counter() - t_first) if n > 1 else 0.0
         return GenerationResponse(text, token, reason, held + len(new_tokens), n, prompt_tps, gen_tps, h,
-                                  len(new_tokens))
+                                  len(new_tokens), stats)
 
     h = None
-    for token, logits in steps:
-        h = entropy(logits) if with_entropy else None
-        if n == 0:
-            t_first = time.perf_counter()
-            prompt_tps = len(new_tokens) / (t_first - t0)
-            if on_prefill:
-                on_prefill()
-        n += 1
-        if token in tokenizer.eos_token_ids:
-            yield result(stops.push(detok.flush())[0] + stops.flush(), token, "stop")
-            return
-        text, stopped = stops.push(detok.add(token))
-        if stopped:
-            yield result(text, token, "stop")
-            return
-        if n == max_tokens:
-            yield result(text + stops.push(detok.flush())[0] + stops.flush(), token, "length")
-            return
-        yield result(text, token, None)
+    with contextlib.closing(steps):  # a speculative generator rolls back what the caller did not take
+        for token, logits in steps:
+            h = entropy(logits) if with_entropy else None
+            if n == 0:
+                t_first = time.perf_counter()
+                prompt_tps = len(new_tokens) / (t_first - t0)
+                if on_prefill:
+                    on_prefill()
+            n += 1
+            if token in tokenizer.eos_token_ids:
+                yield result(stops.push(detok.flush())[0] + stops.flush(), token, "stop")
+                return
+            text, stopped = stops.push(detok.add(token))
+            if stopped:
+                yield result(text, token, "stop")
+                return
+            if n == max_tokens:
+                yield result(text + stops.push(detok.flush())[0] + stops.flush(), token, "length")
+                return
+            yield result(text, token, None)
 
 
 def stream_generate(engine: Engine, tokenizer: Tokenizer, prompt: str | list[int], **kwargs

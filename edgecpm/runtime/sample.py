@@ -66,19 +66,56 @@ def apply_repetition_penalty(logits: np.ndarray, previous: list[int], penalty: f
     return out
 
 
+def make_distribution(temp: float = 0.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0
+                      ) -> Callable[[np.ndarray], np.ndarray]:
+    """logits [vocab] -> the probabilities [vocab] (float64) a token is drawn from: one-hot at the
+    argmax for temp 0, else temperature, then the top-k, top-p and min-p filters, then softmax."""
+    if temp <= 0:
+        def onehot(logits: np.ndarray) -> np.ndarray:
+            p = np.zeros(logits.size)
+            p[greedy(logits)] = 1.0
+            return p
+
+        return onehot
+
+    def dist(logits: np.ndarray) -> np.ndarray:
+        x = apply_temperature(logits.astype(np.float64), temp)
+        return softmax(apply_min_p(apply_top_p(apply_top_k(x, top_k), top_p), min_p))
+
+    return dist
+
+
 def make_sampler(temp: float = 0.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0,
                  seed: int | None = None) -> Callable[[np.ndarray], int]:
-    """temp 0 -> greedy; else temperature, then top-k, top-p, min-p filters, then a seeded draw."""
+    """temp 0 -> greedy; else a seeded draw from make_distribution's probabilities."""
     if temp <= 0:
         return greedy
-    rng = np.random.default_rng(seed)
+    rng, dist = np.random.default_rng(seed), make_distribution(temp, top_p, top_k, min_p)
 
     def sample(logits: np.ndarray) -> int:
-        x = apply_temperature(logits.astype(np.float64), temp)
-        x = apply_min_p(apply_top_p(apply_top_k(x, top_k), top_p), min_p)
-        return int(rng.choice(x.size, p=softmax(x)))
+        p = dist(logits)
+        return int(rng.choice(p.size, p=p))
 
     return sample
+
+
+def accept_draft(p: np.ndarray, q: np.ndarray | None, token: int, rng: np.random.Generator | None
+                 ) -> tuple[bool, np.ndarray | None]:
+    """Speculative sampling (Leviathan et al. 2023): keep the drafted `token` with probability
+    min(1, p/q) under the target's p and the drafter's q [vocab] (None: the draft was certain, q
+    one-hot); on rejection also return the residual max(p - q, 0), normalized, to draw the token from.
+    Whatever q is, the kept-or-redrawn token is distributed exactly as p. rng None: greedy (p one-hot)."""
+    qd = 1.0 if q is None else float(q[token])
+    ratio = 1.0 if qd <= 0 else min(1.0, float(p[token]) / qd)  # qd 0: never drafted by a sampler
+    if ratio >= 1.0 or (rng is not None and ratio > 0 and rng.random() < ratio):
+        return True, None
+    if q is None:
+        residual = p.copy()
+        residual[token] = 0.0
+    else:
+        residual = np.maximum(p - q, 0.0)
+    total = residual.sum()
+    return False, (residual / total if total > 0 else p)
 
 
 def make_logits_processors(repetition_penalty: float = 1.0, context: int = 64):

@@ -18,6 +18,15 @@ import onnxruntime as ort
 from edgecpm.contract import StateSpec
 
 
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
 @dataclass(frozen=True)
 class Snapshot:
     pos: int
@@ -45,6 +54,7 @@ class State:
                 self.fixed.append((s, pair, [ort.OrtValue.ortvalue_from_numpy(a) for a in pair]))
         self.flip = 0  # index of the buffer that holds the current fixed state
         self.tokens: list[int] = []
+        self.step_start: int | None = None  # position before the last step, while its input buffer is intact
 
     @property
     def pos(self) -> int:
@@ -68,11 +78,28 @@ class State:
             io.bind_ortvalue_output(s.output, vals[1 - self.flip])
 
     def advance(self, tokens) -> None:
+        self.step_start = self.pos
         self.tokens.extend(int(t) for t in tokens)
         if self.fixed:
             self.flip = 1 - self.flip
 
+    def rewind(self, n: int) -> int:
+        """Roll back towards the first n tokens without a snapshot; return the position reached (<= n).
+        KV rows roll back by position. Fixed-size state can go back only to where the last step began:
+        that step read its input buffer and wrote the other one, so the old state is still there
+        (speculative decoding's rollback, free of copies). The caller re-feeds tokens[result:n]."""
+        if n > self.pos:
+            raise ValueError(f"cannot rewind forward ({self.pos} -> {n})")
+        if self.truncate(n):
+            return n
+        if self.step_start is None or self.step_start > n:
+            raise ValueError(f"cannot rewind to {n}: the last step began at {self.step_start}; use a snapshot")
+        start, self.flip, self.step_start = self.step_start, 1 - self.flip, None
+        del self.tokens[start:]
+        return start
+
     def reset(self) -> None:
+        self.step_start = None
         self.tokens = []
         for _, pair, _ in self.fixed:
             pair[self.flip][...] = 0
@@ -93,6 +120,7 @@ class State:
         return Snapshot(self.pos, tuple(self.tokens), {s.input: pair[self.flip].copy() for s, pair, _ in self.fixed})
 
     def restore(self, snap: Snapshot) -> None:
+        self.step_start = None
         for s, pair, _ in self.fixed:
             pair[self.flip][...] = snap.fixed[s.input]
         self.tokens = list(snap.tokens)
