@@ -182,3 +182,18 @@ def test_load_50_clients_queue_8(art):
         assert httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60).status_code == 200
     finally:
         server.stop()
+
+
+def test_serve_with_draft_answers_like_without(tiny):
+    """`serve --draft ngram` on a recurrent model: the same greedy answers, chat and completions."""
+    qwen = tiny("qwen3_5", 32)[0]
+    plain, drafted = EdgecpmServer(qwen), EdgecpmServer(qwen, "--draft", "ngram")
+    try:
+        for route, body in (("chat/completions", {"messages": HI * 2, "max_tokens": 16, "temperature": 0}),
+                            ("completions", {"prompt": "a b c a b c a b", "max_tokens": 12})):
+            a, b = (httpx.post(f"{s.url}/v1/{route}", json=body, timeout=60).json() for s in (plain, drafted))
+            assert a["choices"] == b["choices"] and a["usage"] == b["usage"], route
+            assert a["edgecpm"]["drafted"] is None and b["edgecpm"]["drafted"] >= b["edgecpm"]["accepted"] > 0
+    finally:
+        plain.stop()
+        drafted.stop()

@@ -151,8 +151,8 @@ class _Head:
 
     def whole(self, events: list[Event], reason: str | None):
         text, last = "".join(e.text for e in events), events[-1]
-        where = Provenance(source=events[0].source, reason=reason)
-        common = dict(id=self.id, created=self.created, model=self.model, usage=_usage(last), edgecpm=where)
+        common = dict(id=self.id, created=self.created, model=self.model, usage=_usage(last),
+                      edgecpm=_provenance(events[0].source, reason, last))
         if self.kind == "chat":
             choice = ChatChoice(message=AssistantMessage(content=text), finish_reason=last.finish_reason)
             return ChatCompletion(choices=[choice], **common)
@@ -161,7 +161,7 @@ class _Head:
     def chunk(self, ev: Event, role: bool = False, final: bool = False, reason: str | None = None) -> str:
         common = dict(id=self.id, created=self.created, model=self.model)
         if final:
-            common.update(usage=_usage(ev), edgecpm=Provenance(source=ev.source, reason=reason))
+            common.update(usage=_usage(ev), edgecpm=_provenance(ev.source, reason, ev))
         finish = ev.finish_reason if final else None
         if self.kind == "chat":
             delta = {"role": "assistant"} if role else {} if final else {"content": ev.text}
@@ -170,6 +170,11 @@ class _Head:
             obj = Completion(choices=[TextChoice(text="" if role or final else ev.text, finish_reason=finish)],
                              **common)
         return f"data: {obj.model_dump_json()}\n\n"
+
+
+def _provenance(source: str, reason: str | None, last: Event) -> Provenance:
+    d = last.draft
+    return Provenance(source=source, reason=reason, drafted=d and d.drafted, accepted=d and d.accepted)
 
 
 def _usage(last: Event) -> Usage:

@@ -110,6 +110,8 @@ class Provenance(BaseModel):
 
     source: str
     reason: str | None = None
+    drafted: int | None = None  # speculative decoding (serve --draft...): tokens drafted and accepted
+    accepted: int | None = None
 
 
 class AssistantMessage(BaseModel):
