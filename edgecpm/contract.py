@@ -37,6 +37,13 @@ TOTAL_SEQ_LEN = "total_sequence_length"  # [] int32: total tokens after this ste
 LOGITS_INDICES = "logits_indices"  # [n] int64: positions of this step that reach the lm_head
 LOGITS = "logits"  # [1, n, vocab] float32
 
+# NPU artifacts (`target` "npu", docs/artifact.md): static-shape graphs, one per step size.
+TARGETS = ("cpu", "npu")
+POSITION_IDS = "position_ids"  # [1, T] int64: positions of this step's tokens
+ATTENTION_MASK = "attention_mask"  # [1, 1, T, ctx + T] float32, additive: 0 = attend, MASK_VALUE = not
+MASK_VALUE = -100.0  # softmax weight e^-100: nothing, and a range 16-bit activations resolve finely
+NPU_GRAPHS = ("decode", "prefill")  # graph name -> {"file", "tokens"} in Manifest.graphs
+
 STATE_KINDS = ("kv", "conv", "recurrent")
 DEFAULT_CONTEXT = 4096  # context a runtime allocates when none is asked for (capped by the model's)
 DTYPES = {"float32": 4, "float16": 2}
@@ -113,6 +120,8 @@ class Manifest:
     exporter: str = ""
     inputs: list[str] = field(default_factory=lambda: [INPUT_IDS, SEQLENS_K, TOTAL_SEQ_LEN, LOGITS_INDICES])
     outputs: list[str] = field(default_factory=lambda: [LOGITS])
+    target: str = "cpu"  # "npu": `graphs` holds static-shape QDQ graphs instead of model.onnx
+    graphs: dict = field(default_factory=dict)  # name (NPU_GRAPHS) -> {"file", "tokens"}: T of that graph
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False)
@@ -131,6 +140,17 @@ class Manifest:
         fixed = sum(s.nbytes(ctx) for s in self.state if not s.per_token)
         per_tok = sum(s.nbytes(1) for s in self.state if s.per_token)
         return fixed, per_tok
+
+
+def npu_mask(pos: int, T: int, ctx: int):
+    """The NPU graphs' attention mask [1, 1, T, ctx + T] for T tokens at positions pos.. pos+T-1: the
+    first `pos` rows of the KV buffer and the step's own rows up to each token are 0, the rest MASK_VALUE."""
+    import numpy as np
+
+    mask = np.full((T, ctx + T), MASK_VALUE, np.float32)  # keys: ctx buffer rows, then this step's T rows
+    mask[:, :pos] = 0.0
+    mask[:, ctx:] = np.triu(np.full((T, T), MASK_VALUE, np.float32), 1)  # causal within the step
+    return mask.reshape(1, 1, T, ctx + T)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -166,6 +186,9 @@ def load_manifest(folder: Path | str, verify: bool = True) -> Manifest:
             f"{FORMAT_VERSION}); re-export it with this edgecpm's `edgecpm export`"
         )
     manifest = _parse(raw, path)
+    if manifest.target not in TARGETS or (manifest.target == "npu") != bool(manifest.graphs):
+        raise UserError(f"{path} has target {manifest.target!r} with graphs {sorted(manifest.graphs)}; "
+                        "re-export the artifact")
     for spec in manifest.state:
         if spec.kind not in STATE_KINDS:
             raise UserError(f"state {spec.input} has kind {spec.kind!r}; this edgecpm runs {STATE_KINDS}")
@@ -176,7 +199,7 @@ def load_manifest(folder: Path | str, verify: bool = True) -> Manifest:
 # The manifest's typed keys (JSON types); anything else is refused with the key's name.
 _TYPES = {"architecture": str, "layer_types": list, "context_length": int, "vocab_size": int, "hidden_size": int,
           "state": list, "quantization": dict, "tokenizer": dict, "files": dict, "weights_bytes": int,
-          "operators": list, "inputs": list, "outputs": list}
+          "operators": list, "inputs": list, "outputs": list, "target": str, "graphs": dict}
 
 
 def _parse(raw: dict, path: Path) -> Manifest:

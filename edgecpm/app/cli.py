@@ -114,9 +114,17 @@ def cli():
 @click.option("--force", is_flag=True, help="replace an existing artifact at -o")
 @click.option("--tokenizer", type=click.Path(), default=None, help="take the tokenizer from this HF folder or .gguf")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for an ORG/NAME source")
-def export_cmd(**kw):
+@click.option("--target", type=click.Choice(["cpu", "npu"]), default="cpu", show_default=True,
+              help="npu: static-shape QDQ graphs for a Qualcomm HTP (run with --provider qnn)")
+@click.option("--prefill-chunk", type=click.IntRange(2), default=16, show_default=True,
+              help="--target npu: tokens per step of the prefill graph")
+def export_cmd(target, prefill_chunk, **kw):
     """Export SOURCE to an artifact: a local HF folder or .gguf, a Hub ID (ORG/NAME, or ORG/NAME-GGUF:QUANT
     for one GGUF file, as llama.cpp's -hf), default: the embedded SmolLM2-135M-Instruct."""
+    if target == "npu":
+        from edgecpm.export.npu import export_from_flags
+
+        return export_from_flags(prefill_chunk=prefill_chunk, **kw)
     from edgecpm.export import export
 
     export(**kw)
