@@ -21,8 +21,8 @@ from edgecpm.runtime import Engine, NpuEngine
 
 QNN_MISSING = importlib.util.find_spec("onnxruntime_qnn") is None
 needs_qnn = pytest.mark.skipif(QNN_MISSING, reason="onnxruntime-qnn is not installed (pip install 'edgecpm[npu]')")
-KINDS = ["llama"]
-CHUNK = 16
+KINDS = ["llama", "lfm2", "qwen3_5"]
+CHUNKS = {"llama": 16, "lfm2": 16, "qwen3_5": 8}  # Qwen3.5's prefill graph unrolls its GDN over the chunk
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +37,7 @@ def npu(tiny, tmp_path_factory):
             fp32, _ = tiny(kind, 32)
             hf = load_manifest(fp32).source["path"]
             out = tmp_path_factory.mktemp("npu") / kind
-            cache[kind] = (export(hf, str(out), prefill_chunk=CHUNK, quiet=True), fp32)
+            cache[kind] = (export(hf, str(out), prefill_chunk=CHUNKS[kind], quiet=True), fp32)
         return cache[kind]
 
     return get
@@ -58,7 +58,7 @@ def test_every_node_of_both_graphs_runs_on_qnn(npu, kind):
     art, _ = npu(kind)
     m = load_manifest(art)
     assert m.target == "npu" and sorted(m.graphs) == ["decode", "prefill"]
-    assert (m.graphs["decode"]["tokens"], m.graphs["prefill"]["tokens"]) == (1, CHUNK)
+    assert (m.graphs["decode"]["tokens"], m.graphs["prefill"]["tokens"]) == (1, CHUNKS[kind])
     e = _qnn(art, report_placement=True)
     for graph in ("decode", "prefill"):
         placed = e.placement[graph]
@@ -72,10 +72,11 @@ def test_every_node_of_both_graphs_runs_on_qnn(npu, kind):
 def test_simulated_npu_logits_agree_with_the_fp32_cpu_artifact(npu, kind):
     """One prefill chunk (the prefill graph) then 64 decode steps: top-1 >= 95 % of 65 positions."""
     art, fp32 = npu(kind)
-    ids = _ids(7, CHUNK + 64)
-    ref = Engine(fp32).step(ids, logits_at=list(range(len(ids))))[CHUNK - 1 :]  # [65, vocab]
+    chunk = CHUNKS[kind]
+    ids = _ids(7, chunk + 64)
+    ref = Engine(fp32).step(ids, logits_at=list(range(len(ids))))[chunk - 1 :]  # [65, vocab]
     e = _qnn(art)
-    got = [e.step(ids[:CHUNK])[0]] + [e.step([t])[0] for t in ids[CHUNK:]]
+    got = [e.step(ids[:chunk])[0]] + [e.step([t])[0] for t in ids[chunk:]]
     assert e.state.pos == len(ids)
     got = np.stack(got)  # [65, vocab]
     top2 = np.sort(ref, -1)[:, -2:]
@@ -98,7 +99,7 @@ def _greedy(engine, prompt: list[int], n: int) -> list[int]:
 @pytest.mark.parametrize("kind", KINDS)
 def test_greedy_tokens_equal_the_fp32_cpu_artifact(npu, kind):
     art, fp32 = npu(kind)
-    prompt = _ids(8, CHUNK + 3)  # one prefill chunk + 3 decode steps
+    prompt = _ids(8, CHUNKS[kind] + 3)  # one prefill chunk + 3 decode steps
     assert _greedy(_qnn(art), prompt, 16) == _greedy(Engine(fp32), prompt, 16)
 
 
@@ -116,7 +117,7 @@ def test_second_load_reads_the_cached_context_binary(npu):
     for graph in ("decode", "prefill"):
         assert not first.placement[graph]["from_cache"] and second.placement[graph]["from_cache"]
         assert Path(second.placement[graph]["cache"]).is_file()
-    ids = _ids(9, CHUNK + 2)
+    ids = _ids(9, CHUNKS["llama"] + 2)
     np.testing.assert_allclose(second.step(ids)[0], first.step(ids)[0], atol=1e-4)
 
 
@@ -127,7 +128,7 @@ def test_without_onnxruntime_qnn_the_artifact_runs_on_the_cpu_with_a_notice(npu,
     e = NpuEngine(art, providers=["qnn"], log=notes.append)
     assert e.providers == ["CPUExecutionProvider"]
     assert len(notes) == 1 and "onnxruntime-qnn is not installed" in notes[0] and "\n" not in notes[0]
-    ids = _ids(10, CHUNK + 4)
+    ids = _ids(10, CHUNKS["llama"] + 4)
     ref = Engine(fp32).step(ids)[0]
     assert int(np.argmax(e.step(ids)[0])) == int(np.argmax(ref))
 

@@ -150,12 +150,14 @@ def _write(src, arch, npu, args, tok_src, tmp: Path, ctx: int, chunk: int, calib
 
 
 def _gather_tables(path: Path) -> list[str]:
-    """Initializers read by Gather (embedding, rotary tables): quantized to 16 bits, not as weights."""
+    """Initializers read by Gather (embedding, rotary tables) and the conv taps/biases: quantized to
+    16 bits per tensor like activations, not as int8 weights."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     inits = {t.name for t in model.graph.initializer}
-    return sorted({n.input[0] for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits})
+    tables = {n.input[0] for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits}
+    return sorted(tables | {t for t in inits if ".tap" in t or t.endswith(".conv_bias")})
 
 
 def _manifest(src, args, tok_src, tmp: Path, ctx: int, specs, q, weights: int, graphs: dict) -> Manifest:

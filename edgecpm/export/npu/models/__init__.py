@@ -12,6 +12,9 @@ from edgecpm.contract import UserError
 
 ARCHITECTURES = {
     "llama": "edgecpm.export.npu.models.llama",
+    "lfm2": "edgecpm.export.npu.models.lfm2",
+    "qwen3_5_text": "edgecpm.export.npu.models.qwen3_5_text",
+    "qwen3_5": "edgecpm.export.npu.models.qwen3_5_text",
 }
 
 
