@@ -49,9 +49,10 @@ def _greedy(_n):
     return make_distribution(0.0)  # one-hot at the argmax
 
 
-def check_speculative_equals_plain(art, n: int = 24) -> None:
+def check_speculative_equals_plain(art, n: int = 24, exact_state: bool = True) -> None:
     """Oracle-with-errors drafts and an ngram drafter give plain greedy's tokens; after the run the
-    state equals a fresh prefill of what it holds (rollback left nothing behind)."""
+    state equals a fresh prefill of what it holds (rollback left nothing behind). On int4 the state
+    is not compared: rows decoded one at a time run MatMulNBits' one-row kernel, a prefill does not."""
     e = Engine(art)
     ids = _ids(5, 12)
     truth = _plain(e, ids, n)
@@ -62,6 +63,8 @@ def check_speculative_equals_plain(art, n: int = 24) -> None:
         assert got == truth, type(drafter).__name__
         held = list(e.state.tokens)
         assert held == (ids + truth)[: len(held)]
+        if not exact_state:
+            continue
         after = {k: v.copy() for k, v in e.state.arrays().items()}
         e.reset()
         e.prefill(held)
@@ -77,7 +80,7 @@ def test_speculative_greedy_equals_plain(tiny, kind):
 
 @pytest.mark.parametrize("kind", ["qwen3_5", "lfm2", "minimax"])
 def test_speculative_greedy_equals_plain_int4(tiny, kind):
-    check_speculative_equals_plain(tiny(kind, 4)[0])
+    check_speculative_equals_plain(tiny(kind, 4)[0], exact_state=False)
 
 
 @pytest.mark.parametrize("kind", list(ssm_models.KINDS))

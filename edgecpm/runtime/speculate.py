@@ -15,7 +15,8 @@ That costs their rows' compute in the next step, not another pass over the weigh
 A round with nothing drafted is a plain decode step.
 
 Draft length adapts: up to k tokens after a round that kept all its drafts (growing by 2), one more
-than were kept after a round that rejected one, so drafts that keep failing cost a row or two.
+than were kept after a round that rejected one; a round that kept none pauses drafting for 1, 2, 4,
+.. 8 rounds (reset by a kept draft), so text with nothing to copy runs as plain decoding.
 """
 
 from __future__ import annotations
@@ -138,12 +139,13 @@ def speculative_step(engine: Engine, new_tokens: list[int], drafter: Drafter, di
     logits = _process(processors, st.tokens, engine.prefill(new_tokens, prefill_chunk))
     pending, n = [_draw(dist(logits), rng)], 1
     limit = st.pos  # the most tokens the state may hold if the caller stops at the token being yielded
-    want = k  # draft length now (adapts, see above)
+    want, pause, backoff = k, 0, 1  # draft length now; rounds left without drafting (see above)
     try:
         yield pending[0], logits
         while n < max_tokens:
             context, base, m = st.tokens + pending, st.pos, len(pending)
-            room = min(want, max_tokens - n - 1, engine.ctx - base - m)
+            room = min(want, max_tokens - n - 1, engine.ctx - base - m) if pause == 0 else 0
+            pause = max(pause - 1, 0)
             drafts, q = drafter.propose(context, room, dist, rng) if room > 0 else ([], None)
             out = engine.step(pending + drafts, logits_at=list(range(m - 1, m + len(drafts))))  # [len+1, V]
             stats.steps, stats.rounds = stats.steps + bool(drafts), stats.rounds + 1
@@ -163,6 +165,7 @@ def speculative_step(engine: Engine, new_tokens: list[int], drafter: Drafter, di
                 yield drafts[i], logits
             if drafts:
                 want = min(k, want + 2) if i == len(drafts) else i + 1
+                pause, backoff = (backoff, min(2 * backoff, 8)) if i == 0 else (0, 1)
             fed = pending + drafts
             reached = st.rewind(base + m + i) if i < len(drafts) else st.pos
             pending = fed[reached - base : m + i] + [token]
