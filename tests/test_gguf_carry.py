@@ -98,4 +98,9 @@ def test_default_model_carries_its_blocks_and_stores_the_tied_embedding_once(car
     data = {n.op_type: n.input[0] for n in graph.node if n.op_type == "GatherBlockQuantized"}
     head = [n for n in graph.node if n.name == "n/lm_head"][0]
     assert head.input[1] == data["GatherBlockQuantized"]  # one initializer for embedding and lm_head
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("AddBlockMins") == 120 and "ReduceSum" not in ops  # one min correction per projection
+    assert m.operators == ["AddBlockMins"]
+    mins = [i for i in graph.initializer if i.name.endswith(".block_mins")]
+    assert sum(i.data_type == TensorProto.FLOAT16 for i in mins) >= 110  # fp16 where exact: nearly all Q4_1 m + 8d
     assert m.weights_bytes < 1.25 * default_gguf().stat().st_size

@@ -7,10 +7,27 @@ Activations are fp32 [1, S, features].
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto, helper
 
 from edgecpm.export.gguf_blocks import BlockWeight, stack
 from edgecpm.export.graph import MS
 from edgecpm.export.quant import QuantizedWeight
+from edgecpm.ops import BLOCK_MINS
+
+
+def _t(*shape):
+    """A float TypeProto; strings are symbolic dims."""
+    return helper.make_tensor_type_proto(TensorProto.FLOAT, list(shape))
+
+
+NP_TYPE = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16}
+
+
+def exact_f16(a: np.ndarray) -> np.ndarray:
+    """`a` as fp16 when that loses nothing (half the bytes a decode step reads), else as it is (fp32).
+    Carried-over Q4_1 blocks' m + 8d nearly always is: m and 8d are fp16 of similar size."""
+    h = a.astype(np.float16)
+    return h if np.array_equal(h.astype(a.dtype), a) else a
 
 
 def forced_bits(c, name: str, bits: int | None) -> int:
@@ -35,29 +52,21 @@ def matmul_nbits(c, x: str, qw: QuantizedWeight, name: str, bias: np.ndarray | N
                 block_size=qw.group, accuracy_level=c.q.accuracy_level)
 
 
-def block_sums(c, x: str, K: int, block: int) -> str:
-    """x [1, S, K] -> per-block sums [1, S, K/block]; made once per (input, block size)."""
-    key = ("block_sums", x, block)
-    if key not in c.memo:
-        g = c.g
-        xb = g.op("Reshape", x, g.const("shape_blocks", [0, 0, K // block, block]))  # [1, S, kb, block]
-        c.memo[key] = g.op("ReduceSum", xb, g.const("axis_last", [-1]), keepdims=0)  # [1, S, kb]
-    return c.memo[key]
-
-
 def carried_linear(c, x: str, bw: BlockWeight, name: str, bias: np.ndarray | None = None) -> str:
-    """y = x W^T for GGUF blocks: MatMulNBits on (q, d) plus, for blocks with a minimum,
-    block_sums(x) @ M'^T (M' [N, kb] fp32), which makes it exact."""
+    """y = x W^T for GGUF blocks: MatMulNBits on (q, d) plus, for blocks with a minimum, one
+    ai.edgecpm AddBlockMins node adding block_sums(x) @ M'^T (M' [N, kb], fp16 when exact, else fp32),
+    which makes it exact."""
     if bw.kind != "search":
         c.carried[bw.kind] = c.carried.get(bw.kind, 0) + 1
     c.memo[("bits", name)] = bw.bits
-    y = matmul_nbits(c, x, bw.packed(), name, bias)
+    y = matmul_nbits(c, x, bw.packed(), name, bias)  # [1, S, N]
     if bw.m is None:
         return y
     N, K = bw.shape
-    mins = c.g.init(f"{name}.block_mins", np.ascontiguousarray(bw.m.T))  # [kb, N]
-    corr = c.g.op("MatMul", block_sums(c, x, K, bw.block), mins, name=f"{name}.mins")  # [1, S, N]
-    return c.g.op("Add", y, corr)
+    m = exact_f16(np.ascontiguousarray(bw.m.T))  # [kb, N]
+    mins = c.g.init(f"{name}.block_mins", m)
+    types = [_t(1, "S", N), _t(1, "S", K), helper.make_tensor_type_proto(NP_TYPE[m.dtype], list(m.shape))]
+    return c.g.custom(BLOCK_MINS, [y, x, mins], types, 1, f"{name}.mins", block_size=bw.block)[0]  # [1, S, N]
 
 
 def carried_parts(c, x: str, ws: list[BlockWeight], name: str, bias: np.ndarray | None) -> str:

@@ -1,7 +1,8 @@
-"""The recurrent-state operators of domain `ai.edgecpm`: LinearAttention and CausalConvWithState.
+"""The operators of domain `ai.edgecpm`.
 
-Their inputs, outputs, attributes and semantics are those of ONNX opset 27's ops of the same names
-(and of onnxruntime's `com.microsoft` kernels).
+Recurrent state: LinearAttention and CausalConvWithState, with the inputs, outputs, attributes and
+semantics of ONNX opset 27's ops of the same names (and of onnxruntime's `com.microsoft` kernels).
+Quantized weights: AddBlockMins, the min correction of blocks `w = d*q + m` (ours; no standard twin).
 
     reference.py   plain numpy implementations, token by token: the oracle for every kernel
     functions.py   ONNX function bodies (standard ops) shipped inside each artifact (export side)
@@ -9,4 +10,5 @@ Their inputs, outputs, attributes and semantics are those of ONNX opset 27's ops
 """
 
 DOMAIN = "ai.edgecpm"
-OPS = ("LinearAttention", "CausalConvWithState")
+OPS = ("LinearAttention", "CausalConvWithState")  # the ones onnxruntime's com.microsoft also has
+BLOCK_MINS = "AddBlockMins"

@@ -8,6 +8,8 @@
               onnxruntime prefers it over the function body
     auto      native when that library is set or built, else ort when this onnxruntime has the
               kernels, else function
+AddBlockMins (quantized weights with a per-block min) follows the same choice; it has no com.microsoft
+twin, so under ort it runs its function body.
 
 The domain rewrite needs no `onnx` package: it reads the few ModelProto fields it touches through
 protobuf (an onnxruntime dependency); every other field passes through as unknown fields, untouched.

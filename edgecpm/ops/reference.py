@@ -1,4 +1,4 @@
-"""Plain numpy references for the recurrent-state operators (ONNX opset 27 semantics).
+"""Plain numpy references for the ai.edgecpm operators (the recurrent ones: ONNX opset 27 semantics).
 
 Sequential, one token at a time, float64 inside: slow and obviously right. Every other kernel
 (function body, onnxruntime's, a native one) is tested against these.
@@ -63,3 +63,16 @@ def causal_conv_with_state(input, weight, bias=None, past_state=None, *, activat
     elif activation != "none":
         raise ValueError(f"activation {activation!r}; expected silu, swish or none")
     return y.astype(input.dtype), x[:, :, x.shape[2] - (K - 1) :].astype(input.dtype)
+
+
+def add_block_mins(y, x, mins, *, block_size: int):
+    """y + (per-block sums of x) @ mins: the min correction of blocks `w = d*q + m'`.
+
+    y [..., N], x [..., K], mins [K / block_size, N] (fp32 or fp16) -> [..., N].
+    """
+    kb, N = mins.shape
+    if x.shape[-1] != kb * block_size or y.shape[-1] != N:
+        raise ValueError(f"x [..., {x.shape[-1]}] and y [..., {y.shape[-1]}] do not fit mins {mins.shape} "
+                         f"with block_size {block_size}")
+    sums = x.astype(np.float64).reshape(*x.shape[:-1], kb, block_size).sum(-1)  # [..., kb]
+    return (y.astype(np.float64) + sums @ mins.astype(np.float64)).astype(y.dtype)

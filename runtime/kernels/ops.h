@@ -1,5 +1,5 @@
 // ai.edgecpm kernels (fp32). Semantics: ONNX opset 27 LinearAttention / CausalConvWithState and
-// onnxruntime's com.microsoft kernels; plain reference: edgecpm/ops/reference.py.
+// onnxruntime's com.microsoft kernels, and our AddBlockMins; plain reference: edgecpm/ops/reference.py.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -32,5 +32,20 @@ void causal_conv(int64_t B, int64_t C, int64_t L, int64_t K, const float* x, con
 // Rows [row_begin, row_end) of the flattened (batch, channel) axis: the unit of parallel work.
 void causal_conv_channels(int64_t C, int64_t L, int64_t K, const float* x, const float* w, const float* bias,
                           float* state, float* out, bool silu, int64_t row_begin, int64_t row_end);
+
+// out [rows, N] = y [rows, N] + (per-block sums of x [rows, K], blocks of `block`) @ mins [K/block, N],
+// mins fp32 or (mins_f16) IEEE fp16.
+struct BlockMinsJob {
+  int64_t rows, K, N, block;
+  const float *y, *x;
+  const void* mins;
+  bool mins_f16;
+  float* out;
+};
+void add_block_mins(const BlockMinsJob& j);
+
+// Rows [row_begin, row_end) x columns [col_begin, col_end) of it: the unit of parallel work.
+void add_block_mins_part(const BlockMinsJob& j, int64_t row_begin, int64_t row_end, int64_t col_begin,
+                         int64_t col_end);
 
 }  // namespace edgecpm_ops

@@ -1,4 +1,4 @@
-// libedgecpm_ops: registers ai.edgecpm LinearAttention and CausalConvWithState (CPU, fp32) with
+// libedgecpm_ops: registers ai.edgecpm LinearAttention, CausalConvWithState and AddBlockMins (CPU, fp32) with
 // onnxruntime. It links no onnxruntime: it uses the OrtApi that RegisterCustomOps is handed, so the
 // same library serves the Python runtime (SessionOptions.register_custom_ops_library) and libedgecpm.
 #include <algorithm>
@@ -6,6 +6,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "onnxruntime_cxx_api.h"
@@ -174,8 +175,61 @@ struct CausalConvKernel {
   }
 };
 
-template <typename Kernel, int NIn>
-struct Op : Ort::CustomOpBase<Op<Kernel, NIn>, Kernel> {
+// out = y + blocksums(x) @ mins; y [..., N], x [..., K] with the same leading dims, mins [K/block, N] fp32 or fp16.
+struct BlockMinsKernel {
+  const OrtApi& api;
+  int64_t block;
+  BlockMinsKernel(const OrtApi& a, const OrtKernelInfo* info) : api(a) {
+    block = attr<int64_t>(info, "block_size", 0);
+    if (block <= 0) fail("AddBlockMins needs block_size > 0");
+  }
+  void Compute(OrtKernelContext* ctx) {
+    const OrtValue *y = input(api, ctx, 0), *x = input(api, ctx, 1), *mins = input(api, ctx, 2);
+    auto ys = shape_of(y), xs = shape_of(x);
+    auto mi = Ort::ConstValue(mins).GetTensorTypeAndShapeInfo();
+    auto ms = mi.GetShape();
+    const auto mt = mi.GetElementType();
+    if (mt != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && mt != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) fail("AddBlockMins mins must be float or float16");
+    if (ys.empty() || ys.size() != xs.size() || ms.size() != 2) fail("AddBlockMins takes y [..., N], x [..., K] and mins [K/block, N]");
+    int64_t rows = 1;
+    for (size_t i = 0; i + 1 < ys.size(); ++i) {
+      if (ys[i] != xs[i]) fail("AddBlockMins y and x must have the same leading dims");
+      rows *= ys[i];
+    }
+    const int64_t N = ys.back(), K = xs.back();
+    if (ms[1] != N || ms[0] * block != K) fail("AddBlockMins mins must be [K/block_size, N] for x [..., K] and y [..., N]");
+    Job job{{rows, K, N, block, data_of(y), data_of(x), Ort::ConstValue(mins).GetTensorRawData(),
+             mt == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, output(ctx, 0, ys)}, 1, 1};
+    // Small work runs here; more runs on onnxruntime's intra-op threads, as blocks of rows, or of columns for a few rows.
+    size_t parts = 1;
+    if (rows * ms[0] * N >= kParallelWork) {
+      job.row_parts = (rows + kRows - 1) / kRows;
+      job.col_parts = job.row_parts > 1 ? 1 : (N + kCols - 1) / kCols;
+      parts = static_cast<size_t>(job.row_parts * job.col_parts);
+    }
+    OrtStatus* st = parts > 1 ? api.KernelContext_ParallelFor(ctx, run_part, parts, 0, &job) : nullptr;
+    if (parts <= 1) edgecpm_ops::add_block_mins(job.j);
+    Ort::ThrowOnError(st);
+  }
+
+ private:
+  static constexpr int64_t kRows = 16, kCols = 256;
+  static constexpr int64_t kParallelWork = 1 << 16;  // multiply-adds below which threads cost more than they save
+  struct Job {
+    edgecpm_ops::BlockMinsJob j;
+    int64_t row_parts, col_parts;
+  };
+  static void run_part(void* p, size_t i) {
+    const auto* job = static_cast<const Job*>(p);
+    const int64_t r = static_cast<int64_t>(i) / job->col_parts, c = static_cast<int64_t>(i) % job->col_parts;
+    const int64_t cols = job->col_parts > 1 ? kCols : job->j.N;  // rows split: every part takes all columns
+    edgecpm_ops::add_block_mins_part(job->j, r * kRows, std::min((r + 1) * kRows, job->j.rows), c * cols,
+                                     std::min((c + 1) * cols, job->j.N));
+  }
+};
+
+template <typename Kernel, int NIn, int NOut = 2>
+struct Op : Ort::CustomOpBase<Op<Kernel, NIn, NOut>, Kernel> {
   const char* name;
   int required;
   Op(const char* n, int req) : name(n), required(req) {}
@@ -183,11 +237,14 @@ struct Op : Ort::CustomOpBase<Op<Kernel, NIn>, Kernel> {
   const char* GetName() const { return name; }
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
   size_t GetInputTypeCount() const { return NIn; }
-  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+  ONNXTensorElementDataType GetInputType(size_t i) const {  // AddBlockMins' mins: float or float16, checked in Compute
+    return std::is_same<Kernel, BlockMinsKernel>::value && i == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
+                                                                   : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
     return static_cast<int>(i) < required ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
   }
-  size_t GetOutputTypeCount() const { return 2; }
+  size_t GetOutputTypeCount() const { return NOut; }
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
   OrtCustomOpInputOutputCharacteristic GetOutputCharacteristic(size_t) const { return INPUT_OUTPUT_REQUIRED; }
 };
@@ -211,11 +268,13 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   Ort::InitApi(api);
   static Op<LinearAttentionKernel, 6> linear_attention("LinearAttention", 3);
   static Op<CausalConvKernel, 4> causal_conv("CausalConvWithState", 2);
+  static Op<BlockMinsKernel, 3, 1> block_mins("AddBlockMins", 3);
   try {
     std::lock_guard<std::mutex> lock(g_mu);
     Ort::CustomOpDomain domain("ai.edgecpm");
     domain.Add(&linear_attention);
     domain.Add(&causal_conv);
+    domain.Add(&block_mins);
     Ort::UnownedSessionOptions(options).Add(domain);
     domains().push_back(std::move(domain));
   } catch (const Ort::Exception& e) {

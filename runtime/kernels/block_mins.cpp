@@ -1,0 +1,123 @@
+// AddBlockMins: out = y + (per-block sums of x) @ mins, the min correction of blocks w = d*q + m'.
+// mins are fp32 or fp16 (half the bytes a decode step reads; the exporter writes fp16 only when exact).
+// Reference: edgecpm/ops/reference.py add_block_mins.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
+#include "ops.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && !defined(__ANDROID__)
+// Named ISA levels chosen at run time (ifunc): AVX-512, AVX2+FMA, and the x86-64-v2 baseline.
+#define EDGECPM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define EDGECPM_CLONES  // arm64 (NEON is the baseline), Android (ifunc needs API 29), clang: one build
+#endif
+
+namespace edgecpm_ops {
+namespace {
+
+struct Half {  // IEEE binary16 bits
+  uint16_t bits;
+};
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16, em = h & 0x7fffu;
+  float f;
+  if (em < 0x0400u) {
+    f = static_cast<float>(em) * 5.9604644775390625e-8f;  // zero or subnormal: em * 2^-24
+  } else {
+    const uint32_t u = (em << 13) + (em >= 0x7c00u ? 0x70000000u : 0x38000000u);  // rebias; inf / nan stay so
+    std::memcpy(&f, &u, sizeof f);
+  }
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  u |= sign;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx,f16c"))) void halves_f16c(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  for (; i < n; ++i) dst[i] = half_to_float(src[i]);
+}
+#endif
+
+// dst[0, n) = src as fp32: F16C where the CPU has it (x86-64-v3 and up), NEON on arm64, else bit by bit.
+void halves_to_floats(const uint16_t* src, float* dst, int64_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool f16c = __builtin_cpu_supports("f16c");
+  if (f16c) return halves_f16c(src, dst, n);
+#elif defined(__aarch64__)
+  const __fp16* h = reinterpret_cast<const __fp16*>(src);
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(h[i]);
+  return;
+#endif
+  for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(src[i]);
+}
+
+constexpr int64_t kChunk = 256;  // columns per pass: a [kb, kChunk] slab of mins stays in cache across rows
+constexpr int64_t kGroup = 4;    // block rows of mins streamed together: out is loaded and stored once per 4
+
+// Row b of mins, columns [c, c + w), as fp32: the row itself, or converted into buf.
+__attribute__((always_inline)) inline const float* mins_row(const float* mins, int64_t N, int64_t b, int64_t c, int64_t, float*) {
+  return mins + b * N + c;
+}
+__attribute__((always_inline)) inline const float* mins_row(const Half* mins, int64_t N, int64_t b, int64_t c, int64_t w, float* buf) {
+  halves_to_floats(&mins[b * N + c].bits, buf, w);
+  return buf;
+}
+
+// o[0, w) += s[0] m[0][.] + ... + s[3] m[3][.]
+__attribute__((always_inline)) inline void axpy4(int64_t w, const float* s, const float* const* m, float* __restrict o) {
+  const float *__restrict m0 = m[0], *__restrict m1 = m[1], *__restrict m2 = m[2], *__restrict m3 = m[3];
+  const float s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
+  for (int64_t i = 0; i < w; ++i) o[i] += s0 * m0[i] + s1 * m1[i] + s2 * m2[i] + s3 * m3[i];
+}
+
+template <typename M>
+__attribute__((always_inline)) inline void block_rows(const BlockMinsJob& j, const M* mins, int64_t row_begin,
+                                                      int64_t row_end, int64_t col_begin, int64_t col_end) {
+  const int64_t K = j.K, N = j.N, block = j.block, kb = K / block, R = row_end - row_begin;
+  const int64_t kbp = (kb + kGroup - 1) / kGroup * kGroup;     // sums padded with zeros to whole groups
+  std::vector<float> sums(static_cast<size_t>(R * kbp), 0.f);  // [R, kbp] block sums of x
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t b = 0; b < kb; ++b) {
+      const float* xb = j.x + (row_begin + r) * K + b * block;
+      float acc = 0.f;
+      for (int64_t i = 0; i < block; ++i) acc += xb[i];
+      sums[r * kbp + b] = acc;
+    }
+  std::vector<float> buf(static_cast<size_t>((kGroup + 1) * kChunk), 0.f);  // fp16 rows as fp32; last: zeros
+  const float* zeros = buf.data() + kGroup * kChunk;
+  for (int64_t c = col_begin; c < col_end; c += kChunk) {
+    const int64_t w = std::min(kChunk, col_end - c);
+    for (int64_t r = row_begin; r < row_end; ++r) std::copy(j.y + r * N + c, j.y + r * N + c + w, j.out + r * N + c);
+    for (int64_t b = 0; b < kb; b += kGroup) {
+      const float* m[kGroup];
+      for (int64_t g = 0; g < kGroup; ++g)
+        m[g] = b + g < kb ? mins_row(mins, N, b + g, c, w, buf.data() + g * kChunk) : zeros;
+      for (int64_t r = 0; r < R; ++r) axpy4(w, sums.data() + r * kbp + b, m, j.out + (row_begin + r) * N + c);
+    }
+  }
+}
+
+}  // namespace
+
+EDGECPM_CLONES void add_block_mins_part(const BlockMinsJob& j, int64_t row_begin, int64_t row_end, int64_t col_begin,
+                                        int64_t col_end) {
+  if (j.mins_f16)
+    block_rows(j, static_cast<const Half*>(j.mins), row_begin, row_end, col_begin, col_end);
+  else
+    block_rows(j, static_cast<const float*>(j.mins), row_begin, row_end, col_begin, col_end);
+}
+
+void add_block_mins(const BlockMinsJob& j) { add_block_mins_part(j, 0, j.rows, 0, j.N); }
+
+}  // namespace edgecpm_ops
