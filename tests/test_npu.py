@@ -139,3 +139,12 @@ def test_cpu_recipe_flags_with_target_npu_are_a_one_line_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edgecpm", "export", str(tmp_path), "--target", "npu", "--q-bits", "4"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--q-bits" in r.stderr
+
+
+def test_native_runtime_refuses_an_npu_artifact_in_one_line(npu):
+    from native import BUILT, run
+
+    if not BUILT:
+        pytest.skip("native runtime not built: run `make native`")
+    r = run(npu("llama")[0], "-p", "hi", "-m", "1", check=False)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "NPU artifact" in r.stderr

@@ -202,6 +202,9 @@ def info(artifact=None, context=None) -> None:
     print(f"quantization  {q.bits}-bit, group {q.group_size}, {'symmetric' if q.symmetric else 'asymmetric'}, "
           f"lm_head {q.lm_head_bits}-bit, embeddings {q.embed_bits}-bit")
     print(f"weights       {m.weights_bytes / 2**20:.1f} MiB")
+    if m.target == "npu":  # static graphs: QDQ int8 per channel, uint16 activations (docs/artifact.md)
+        print(f"target        npu ({q.method}, uint16 activations): " + ", ".join(
+            f"{n} {g['file']} T={g['tokens']}" for n, g in m.graphs.items()) + "; run with --provider qnn")
     by_kind = {k: sum(s.nbytes(ctx) for s in m.state if s.kind == k) for k in ("recurrent", "conv")}
     layers = {k: len({s.layer for s in m.state if s.kind == k}) for k in ("recurrent", "conv", "kv")}
     print(f"state fixed   {fixed / 2**20:.2f} MiB whatever the context: recurrent {by_kind['recurrent'] / 2**20:.2f} "

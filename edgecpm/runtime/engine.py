@@ -80,6 +80,8 @@ class Engine:
         self.log = log or (lambda m: print(m, file=sys.stderr))
         self.manifest: Manifest = manifest or load_manifest(self.folder, verify=verify)
         m = self.manifest
+        if m.target != "cpu":  # static QDQ graphs, no model.onnx: edgecpm.runtime.npu
+            raise UserError(f"{self.folder} is an NPU artifact; load it with edgecpm.runtime.load (NpuEngine)")
         self.ctx = m.runtime_context(context)
         self.kernel = kernels.choose(recurrent_kernel) if m.operators else None
         self.placement: dict[str, int] | None = None  # provider -> nodes it runs (report_placement)

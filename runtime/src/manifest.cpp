@@ -132,6 +132,9 @@ Manifest load_manifest(const std::string& folder, bool verify_hashes) {
   if (version != std::to_string(kFormatVersion))
     bad("artifact format version " + version + " is not supported by this edgecpm (it reads version " +
         std::to_string(kFormatVersion) + "); re-export it with this edgecpm's `edgecpm export`");
+  if (raw.has("target") && raw["target"].kind == Json::String && raw["target"].str != "cpu")
+    bad(path + " is an NPU artifact (target " + raw["target"].str + "); this native runtime runs CPU artifacts only: "
+        "run it with the Python runtime (edgecpm chat ARTIFACT --provider qnn)");
   Manifest m;
   try {
     m.architecture = raw["architecture"].as_str();
