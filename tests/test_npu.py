@@ -148,3 +148,18 @@ def test_native_runtime_refuses_an_npu_artifact_in_one_line(npu):
         pytest.skip("native runtime not built: run `make native`")
     r = run(npu("llama")[0], "-p", "hi", "-m", "1", check=False)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "NPU artifact" in r.stderr
+
+
+def test_chat_on_the_npu_engine_reuses_its_state_and_equals_a_fresh_run(npu):
+    """The NpuEngine serves ChatSession like the CPU engine (on the CPU here: the logic, not the EP)."""
+    from edgecpm.runtime import ChatSession, Tokenizer, stream_generate
+
+    e = NpuEngine(npu("llama")[0])
+    tok = Tokenizer(e.folder, e.manifest)
+    chat = ChatSession(e, tok)
+    chat.ask("Hello world", max_tokens=10)
+    second = chat.ask("how are you today?", max_tokens=10)
+    full = tok.encode_chat(chat.messages[:-1])
+    assert chat.last_prefill < len(full)  # the first turn's state was carried over
+    e.reset()
+    assert second == "".join(r.text for r in stream_generate(e, tok, full, max_tokens=10))
