@@ -1,0 +1,75 @@
+"""Give back the pages of an artifact's weights file that onnxruntime no longer reads.
+
+onnxruntime maps external initializers from the weights file (private mappings). MatMulNBits repacks
+its weights into its own buffers at load, reading every page of the file, and those clean pages then
+stay in the process's resident set although only the embedding lookup still reads the mapping (a few
+rows per token). MADV_DONTNEED on a mapping that holds no private (copy-on-write) pages drops them
+exactly: a later read faults the same bytes back in from the file. Mappings with private pages are
+left alone. Linux (and Android) only; elsewhere nothing happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import sys
+import threading
+from pathlib import Path
+
+MADV_DONTNEED = 4
+
+
+def _file_mappings(path: Path) -> list[tuple[int, int, int]]:
+    """(start, end, private KiB) of this process's mappings of `path`, from /proc/self/smaps."""
+    out, cur = [], None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            parts = line.split()
+            if not parts[0].endswith(":"):  # a mapping's header line: "lo-hi perms offset dev inode [path]"
+                cur = None
+                if len(parts) >= 6 and parts[5] == str(path):
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    cur = [lo, hi, 0]
+                    out.append(cur)
+            elif cur is not None and parts[0] in ("Anonymous:", "Private_Dirty:"):
+                cur[2] += int(parts[1])
+    return [tuple(m) for m in out]
+
+
+def release_file_pages(path: str | Path) -> int:
+    """Drop this process's resident clean pages of the file `path`; returns the bytes of mappings
+    advised (0 where /proc or madvise are not there)."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        maps = _file_mappings(Path(path).resolve())
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return 0
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    done = 0
+    for lo, hi, private_kib in maps:
+        if private_kib == 0 and libc.madvise(lo, hi - lo, MADV_DONTNEED) == 0:
+            done += hi - lo
+    return done
+
+
+@contextlib.contextmanager
+def releasing_file_pages(path: str | Path, every: float = 0.2):
+    """While the block runs (a session being made, which repacks the weights), release the file's
+    clean pages every `every` seconds, so the load's peak holds the repacked copy, not both; once
+    more at the end."""
+    done = threading.Event()
+
+    def loop():
+        while not done.wait(every):
+            release_file_pages(path)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        done.set()
+        t.join()
+        release_file_pages(path)

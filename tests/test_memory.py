@@ -1,0 +1,42 @@
+"""The runtime gives back the weights file's pages once onnxruntime has repacked the weights."""
+
+import sys
+
+import pytest
+
+from edgecpm.contract import WEIGHTS_FILE
+from edgecpm.runtime import Engine
+from edgecpm.runtime.memory import release_file_pages
+
+
+def _resident(path) -> int:
+    """Bytes of `path` resident in this process's mappings (smaps Rss)."""
+    total, cur = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            parts = line.split()
+            if not parts[0].endswith(":"):
+                cur = len(parts) >= 6 and parts[5] == str(path)
+            elif cur and parts[0] == "Rss:":
+                total += int(parts[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_weights_file_pages_are_released_after_load_and_generation_still_exact(carried_default):
+    import onnxruntime as ort
+
+    from edgecpm.contract import MODEL_FILE
+
+    path = (carried_default / WEIGHTS_FILE).resolve()
+    size = path.stat().st_size
+    raw = ort.InferenceSession(str(carried_default / MODEL_FILE), providers=["CPUExecutionProvider"])
+    kept = _resident(path)  # onnxruntime alone: repacking read the whole file, its pages stay
+    e = Engine(carried_default)
+    released = _resident(path)  # the engine's load released them (of every mapping of the file)
+    assert kept > 0.25 * size and released < 0.05 * size, (kept, released, size)
+    ids = list(range(100, 140))
+    first = e.prefill(ids)
+    e.reset()
+    assert (e.prefill(ids) == first).all() and release_file_pages(path) > 0  # pages fault back unchanged
+    del raw
