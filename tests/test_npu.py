@@ -43,6 +43,28 @@ def npu(tiny, tmp_path_factory):
     return get
 
 
+@pytest.mark.parametrize("kind", ["llama"])
+def test_both_graphs_share_one_weights_file(npu, kind):
+    """Every big initializer of decode.onnx and prefill.onnx lives in npu.onnx.data; the weights, the
+    same bytes in both graphs, are stored once; no com.microsoft / ai.edgecpm op, shapes all static."""
+    import onnx
+
+    art, _ = npu(kind)
+    m = load_manifest(art)
+    assert "model.onnx" not in m.files and "npu.onnx.data" in m.files
+    seen: dict[str, set] = {}
+    for graph in ("decode", "prefill"):
+        model = onnx.load(str(Path(art) / m.graphs[graph]["file"]), load_external_data=False)
+        assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+        for v in [*model.graph.input, *model.graph.output]:
+            assert all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim), v.name
+        ext = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        assert ext and {e.value for t in ext for e in t.external_data if e.key == "location"} == {"npu.onnx.data"}
+        seen[graph] = {(t.name, tuple(e.value for e in t.external_data if e.key == "offset")) for t in ext
+                       if t.name.endswith("weight_quantized")}
+    assert seen["decode"] and seen["decode"] == seen["prefill"]  # the same weights at the same offsets
+
+
 def _ids(seed: int, n: int) -> list[int]:
     return np.random.default_rng(seed).integers(3, VOCAB, n).tolist()
 

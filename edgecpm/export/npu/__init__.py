@@ -48,13 +48,13 @@ def build_fp32(src, arch, npu, args, T: int, ctx: int, folder: Path):
 
 
 def _set_opset(path: Path, version: int) -> None:
-    """The graph's default-domain opset (GraphBuilder writes 21; RMSNormalization needs 23)."""
+    """The graph's only opset: the default domain's (GraphBuilder writes 21 and the contrib domains;
+    RMSNormalization needs 23)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    for op in model.opset_import:
-        if op.domain == "":
-            op.version = version
+    del model.opset_import[:]  # no com.microsoft or ai.edgecpm op is used
+    model.opset_import.append(onnx.helper.make_opsetid("", version))
     onnx.save_model(model, str(path))
 
 
