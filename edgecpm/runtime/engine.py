@@ -92,6 +92,8 @@ class Engine:
         self.providers = self.session.get_providers()
         self.state = State(m.state, self.ctx)
         self.io = self.session.io_binding()
+        self.shrink = ort.RunOptions()  # prefill-sized steps give their activation memory back afterwards
+        self.shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.io.bind_output(LOGITS, "cpu")  # bound first: get_outputs()[0] is the logits
         self.state.bind_kv(self.io)
 
@@ -155,7 +157,7 @@ class Engine:
         io.bind_cpu_input(LOGITS_INDICES, idx)
         io.bind_output(LOGITS, "cpu")  # [1, n, vocab]: n varies, so ORT allocates it anew
         st.bind_fixed(io)
-        self.session.run_with_iobinding(io)
+        self.session.run_with_iobinding(io, self.shrink if S >= 32 else None)
         st.advance(ids[0])
         return io.get_outputs()[0].numpy()[0]  # [n, vocab]
 
