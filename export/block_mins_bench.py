@@ -8,7 +8,8 @@ Exports both artifacts of the embedded GGUF into a temporary folder (or uses --c
                  EDGECPM_NATIVE_OPS)
     function     the carry-over with AddBlockMins' function body inlined (the 4 nodes every
                  onnxruntime runs: what artifacts before the op ran)
-Prints tok/s per round, medians, ratios to rtn, the nodes each session runs, and `uptime`.
+Prints tok/s per round (order rotated each round), medians, ratios to rtn (of the medians, and the
+median of per-round ratios, steadier on a shared box), the nodes each session runs, and `uptime`.
 """
 
 from __future__ import annotations
@@ -67,14 +68,17 @@ def main() -> None:
         rates = {k: [] for k in engines}
         for e in engines.values():
             _decode_tps(e, 8, rng)  # warm-up
+        names = list(engines)
         for r in range(a.rounds):
-            for k, e in engines.items():
-                rates[k].append(_decode_tps(e, a.tokens, rng))
+            for k in names[r % 3:] + names[: r % 3]:  # rotated: no variant always runs first
+                rates[k].append(_decode_tps(engines[k], a.tokens, rng))
             print(f"round {r + 1}: " + "  ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()), flush=True)
         med = {k: statistics.median(v) for k, v in rates.items()}
         for k, e in engines.items():
+            paired = statistics.median(x / y for x, y in zip(rates[k], rates["rtn"]))  # same round: same load
             print(f"{k:9s} median {med[k]:6.1f} tok/s ({min(rates[k]):.1f}-{max(rates[k]):.1f}), "
-                  f"x{med[k] / med['rtn']:.3f} of rtn, nodes {e.placement}")
+                  f"x{med[k] / med['rtn']:.3f} of rtn (median of per-round ratios x{paired:.3f}), "
+                  f"nodes {e.placement}")
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
 
 

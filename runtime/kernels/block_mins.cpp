@@ -47,6 +47,42 @@ __attribute__((target("avx,f16c"))) void halves_f16c(const uint16_t* src, float*
     _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
   for (; i < n; ++i) dst[i] = half_to_float(src[i]);
 }
+
+// o[0, w) += s[0] m[0][.] + ... + s[3] m[3][.] with fp16 m, converted in registers (F16C).
+__attribute__((target("avx2,fma,f16c"))) void axpy4_f16c(int64_t w, const float* s, const uint16_t* const* m,
+                                                        float* o) {
+  const __m256 s0 = _mm256_set1_ps(s[0]), s1 = _mm256_set1_ps(s[1]), s2 = _mm256_set1_ps(s[2]),
+               s3 = _mm256_set1_ps(s[3]);
+#define EDGECPM_LD(g) _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m[g] + i)))
+  int64_t i = 0;
+  for (; i + 8 <= w; i += 8) {
+    __m256 acc = _mm256_fmadd_ps(s0, EDGECPM_LD(0), _mm256_loadu_ps(o + i));
+    acc = _mm256_fmadd_ps(s1, EDGECPM_LD(1), acc);
+    acc = _mm256_fmadd_ps(s2, EDGECPM_LD(2), acc);
+    _mm256_storeu_ps(o + i, _mm256_fmadd_ps(s3, EDGECPM_LD(3), acc));
+  }
+#undef EDGECPM_LD
+  for (; i < w; ++i)
+    o[i] += s[0] * half_to_float(m[0][i]) + s[1] * half_to_float(m[1][i]) + s[2] * half_to_float(m[2][i]) +
+            s[3] * half_to_float(m[3][i]);
+}
+// The same with fp32 m.
+__attribute__((target("avx2,fma"))) void axpy4_avx2(int64_t w, const float* s, const float* const* m, float* o) {
+  const __m256 s0 = _mm256_set1_ps(s[0]), s1 = _mm256_set1_ps(s[1]), s2 = _mm256_set1_ps(s[2]),
+               s3 = _mm256_set1_ps(s[3]);
+  int64_t i = 0;
+  for (; i + 8 <= w; i += 8) {
+    __m256 acc = _mm256_fmadd_ps(s0, _mm256_loadu_ps(m[0] + i), _mm256_loadu_ps(o + i));
+    acc = _mm256_fmadd_ps(s1, _mm256_loadu_ps(m[1] + i), acc);
+    acc = _mm256_fmadd_ps(s2, _mm256_loadu_ps(m[2] + i), acc);
+    _mm256_storeu_ps(o + i, _mm256_fmadd_ps(s3, _mm256_loadu_ps(m[3] + i), acc));
+  }
+  for (; i < w; ++i) o[i] += s[0] * m[0][i] + s[1] * m[1][i] + s[2] * m[2][i] + s[3] * m[3][i];
+}
+inline void axpy4_avx2(int64_t w, const float* s, const Half* const* m, float* o) {
+  axpy4_f16c(w, s, reinterpret_cast<const uint16_t* const*>(m), o);
+}
+static const bool kF16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 #endif
 
 // dst[0, n) = src as fp32: F16C where the CPU has it (x86-64-v3 and up), NEON on arm64, else bit by bit.
@@ -94,6 +130,18 @@ __attribute__((always_inline)) inline void block_rows(const BlockMinsJob& j, con
       for (int64_t i = 0; i < block; ++i) acc += xb[i];
       sums[r * kbp + b] = acc;
     }
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (R == 1 && kF16c) {  // decode: whole mins rows streamed (long runs for the prefetcher) into AVX2 registers
+    float* o = j.out + row_begin * N;
+    std::copy(j.y + row_begin * N + col_begin, j.y + row_begin * N + col_end, o + col_begin);
+    for (int64_t b = 0; b < kb; b += kGroup) {
+      const M* m[kGroup];  // rows past kb: any real row, times a zero sum
+      for (int64_t g = 0; g < kGroup; ++g) m[g] = mins + std::min(b + g, kb - 1) * N + col_begin;
+      axpy4_avx2(col_end - col_begin, sums.data() + b, m, o + col_begin);
+    }
+    return;
+  }
+#endif
   std::vector<float> buf(static_cast<size_t>((kGroup + 1) * kChunk), 0.f);  // fp16 rows as fp32; last: zeros
   const float* zeros = buf.data() + kGroup * kChunk;
   for (int64_t c = col_begin; c < col_end; c += kChunk) {
