@@ -13,8 +13,10 @@ from edgecpm.ops import BLOCK_MINS, reference
 from edgecpm.ops.functions import function_body
 
 F = TensorProto.FLOAT
-# (rows, K, N, block): N 81 leaves a 1-column tail after the 32- and 16-column tiles; 512 rows run threaded
-SHAPES = [(1, 64, 48, 32), (1, 576, 960, 32), (3, 96, 81, 16), (7, 1536, 576, 32), (512, 576, 960, 32)]
+# (rows, K, N, block): one row is the decode path (N 83: a tail after the 8-wide vectors), 3 and 7 rows the
+# many-row one (7 x 1536 x 576 split over columns on threads), 512 rows split over rows on threads
+SHAPES = [(1, 64, 48, 32), (1, 576, 960, 32), (1, 96, 83, 16), (3, 96, 81, 16), (7, 1536, 576, 32),
+          (512, 576, 960, 32)]
 
 
 def block_mins_case(rows, K, N, block, seed=0, dtype=np.float32):
@@ -87,6 +89,20 @@ def test_native_equals_reference_and_function_body(rows, K, N, block, dtype):
     np.testing.assert_allclose(got, reference.add_block_mins(y, x, mins, block_size=block), atol=1e-5, rtol=1e-5)
     (body,) = _session(model, native=False).run(None, feeds)
     np.testing.assert_allclose(got, body, atol=1e-5, rtol=1e-5)
+
+
+@need_native
+@pytest.mark.parametrize("rows", [1, 3])
+def test_native_fp16_mins_subnormal_and_tiny(rows):
+    """fp16 mins the bit-by-bit conversion (vector tails, CPUs without F16C) must get right too: y = 0, so each
+    output is that column's correction alone, checked relative to its own size."""
+    y, x, mins, model = block_mins_case(rows, 96, 83, 32, dtype=np.float16)
+    y[:] = 0
+    mins[:, ::4] = np.float16(6e-8) * np.arange(1, 4)[:, None]  # subnormals
+    mins[:, 1::4] = np.float16(-3.1e-5)  # subnormal, negative
+    mins[:, 2::4] = np.float16(-1.5e4)  # large
+    (got,) = _session(model, native=True).run(None, {"y": y, "x": x, "mins": mins})
+    np.testing.assert_allclose(got, reference.add_block_mins(y, x, mins, block_size=32), atol=0, rtol=1e-4)
 
 
 @need_native
