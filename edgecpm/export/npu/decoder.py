@@ -10,12 +10,10 @@ from onnx import TensorProto
 
 from edgecpm.contract import INPUT_IDS, LOGITS
 from edgecpm.export.decoder import Args
-from edgecpm.export.npu.blocks import I64, NpuCtx, add_rms_norm, declare_inputs, embedding, linear
+from edgecpm.export.npu.blocks import I64, NpuCtx, add_rms_norm, declare_inputs, embedding, linear, swiglu_mlp
 
 
 def default_mlp(c: NpuCtx, a: Args, i: int, x: str) -> str:
-    from edgecpm.export.npu.blocks import swiglu_mlp
-
     p = f"{a.prefix}.layers.{i}.mlp"
     return swiglu_mlp(c, x, c.w[f"{p}.gate_proj.weight"], c.w[f"{p}.up_proj.weight"],
                       c.w[f"{p}.down_proj.weight"], p)
