@@ -82,6 +82,60 @@ __attribute__((target("avx2,fma"))) void axpy4_avx2(int64_t w, const float* s, c
 inline void axpy4_avx2(int64_t w, const float* s, const Half* const* m, float* o) {
   axpy4_f16c(w, s, reinterpret_cast<const uint16_t* const*>(m), o);
 }
+#define EDGECPM_AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) inline
+EDGECPM_AVX2 __m256 load8(const float* m) { return _mm256_loadu_ps(m); }
+EDGECPM_AVX2 __m256 load8(const Half* m) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m))); }
+inline float to_float(float v) { return v; }
+inline float to_float(Half h) { return half_to_float(h.bits); }
+
+// out[MR rows, 16 columns] = y + s[MR, kb] (row stride lds) @ m[kb, 16] (row stride N): 2 MR accumulators.
+template <int MR, typename M>
+EDGECPM_AVX2 void tile16(int64_t kb, int64_t lds, int64_t N, const float* s, const M* m, const float* y, float* out) {
+  __m256 c0[MR], c1[MR];
+  for (int r = 0; r < MR; ++r) c0[r] = _mm256_loadu_ps(y + r * N), c1[r] = _mm256_loadu_ps(y + r * N + 8);
+  for (int64_t b = 0; b < kb; ++b) {
+    const __m256 m0 = load8(m + b * N), m1 = load8(m + b * N + 8);
+    for (int r = 0; r < MR; ++r) {
+      const __m256 a = _mm256_broadcast_ss(s + r * lds + b);
+      c0[r] = _mm256_fmadd_ps(a, m0, c0[r]);
+      c1[r] = _mm256_fmadd_ps(a, m1, c1[r]);
+    }
+  }
+  for (int r = 0; r < MR; ++r) _mm256_storeu_ps(out + r * N, c0[r]), _mm256_storeu_ps(out + r * N + 8, c1[r]);
+}
+
+// MR rows, columns [c0, c1): 16-column tiles, then one column at a time.
+template <int MR, typename M>
+__attribute__((target("avx2,fma,f16c"))) void tile_rows(int64_t kb, int64_t lds, int64_t N, const float* s,
+                                                         const M* m, const float* y, float* out, int64_t c0, int64_t c1) {
+  int64_t c = c0;
+  for (; c + 16 <= c1; c += 16) tile16<MR>(kb, lds, N, s, m + c, y + c, out + c);
+  for (; c < c1; ++c)
+    for (int r = 0; r < MR; ++r) {
+      float acc = y[r * N + c];
+      for (int64_t b = 0; b < kb; ++b) acc += s[r * lds + b] * to_float(m[b * N + c]);
+      out[r * N + c] = acc;
+    }
+}
+
+// Many rows (prefill): register tiles of 6 rows x 16 columns (12 of the 16 AVX2 registers accumulate).
+template <typename M>
+void gemm_avx2(int64_t R, int64_t kb, int64_t lds, int64_t N, const float* s, const M* m, const float* y, float* out,
+               int64_t c0, int64_t c1) {
+  int64_t r = 0;
+  for (; r + 6 <= R; r += 6) tile_rows<6>(kb, lds, N, s + r * lds, m, y + r * N, out + r * N, c0, c1);
+  s += r * lds, y += r * N, out += r * N;
+  switch (R - r) {
+    case 5: return tile_rows<5>(kb, lds, N, s, m, y, out, c0, c1);
+    case 4: return tile_rows<4>(kb, lds, N, s, m, y, out, c0, c1);
+    case 3: return tile_rows<3>(kb, lds, N, s, m, y, out, c0, c1);
+    case 2: return tile_rows<2>(kb, lds, N, s, m, y, out, c0, c1);
+    case 1: return tile_rows<1>(kb, lds, N, s, m, y, out, c0, c1);
+    default: return;
+  }
+}
+#undef EDGECPM_AVX2
+
 static const bool kF16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 #endif
 
@@ -140,6 +194,10 @@ __attribute__((always_inline)) inline void block_rows(const BlockMinsJob& j, con
       axpy4_avx2(col_end - col_begin, sums.data() + b, m, o + col_begin);
     }
     return;
+  }
+  if (kF16c) {
+    const int64_t r0 = row_begin * N;
+    return gemm_avx2(R, kb, kbp, N, sums.data(), mins, j.y + r0, j.out + r0, col_begin, col_end);
   }
 #endif
   std::vector<float> buf(static_cast<size_t>((kGroup + 1) * kChunk), 0.f);  // fp16 rows as fp32; last: zeros
