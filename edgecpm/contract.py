@@ -91,7 +91,8 @@ class Quantization:
     embed_bits: int = 16
     accuracy_level: int = 4
     # How the integers were chosen: "rtn" round-to-nearest, "search" error-minimizing block scales
-    # (weighted by activation importance when `calibration` names a text), "gguf" the source's blocks
+    # (weighted by activation importance when `calibration` names a text), "gptq" the same blocks with
+    # error compensation on the calibration text's activations, "gguf" the source's blocks
     # kept exactly (`carried`: GGUF type -> tensors kept; the rest re-quantized by "search").
     method: str = "rtn"
     calibration: str | None = None

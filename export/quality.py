@@ -1,7 +1,7 @@
 """The README's quality table: each recipe of the default model vs its exact weights (the fp32 export of
 the same GGUF), measured as `edgecpm eval` does (llama-perplexity chunking, ctx 512, second half scored).
 
-Usage (repo root): .venv/bin/python export/quality.py [--path prefill|decode] [--only NAME,...]
+Usage (repo root): .venv/bin/python export/quality.py [--path prefill|decode] [--only 'NAME;...']
 Text: tests/data/eval_text.txt + export/quality_text.txt (both written for edgecpm; 3,162 tokens -> 6
 chunks -> 1,530 scored positions). The reference's logits are computed once and reused.
 """
@@ -25,19 +25,21 @@ RECIPES = {
     "int8 (fp16 head/embeddings)": dict(q_bits=8),
     "int4 g32 RTN (old default)": dict(q_bits=4, q_method="rtn"),
     "int4 g32 search, no calibration": dict(q_bits=4, q_symmetric=True, calibration="none"),
-    "int4 g32 search + calibration": dict(q_bits=4, q_symmetric=True),
-    "int4 g32 min, search + calibration (default from float)": dict(q_bits=4),
+    "int4 g32 search + calibration": dict(q_bits=4, q_symmetric=True, q_method="search"),
+    "int4 g32 min, search + calibration": dict(q_bits=4, q_method="search"),
     "int4 g64 RTN": dict(q_bits=4, q_group_size=64, q_method="rtn"),
-    "int4 g64 search + calibration": dict(q_bits=4, q_group_size=64, q_symmetric=True),
+    "int4 g64 search + calibration": dict(q_bits=4, q_group_size=64, q_symmetric=True, q_method="search"),
     "int4 g64 min, no calibration": dict(q_bits=4, q_group_size=64, calibration="none"),
-    "int4 g64 min, search + calibration": dict(q_bits=4, q_group_size=64),
+    "int4 g64 min, search + calibration": dict(q_bits=4, q_group_size=64, q_method="search"),
+    "int4 g32 min, gptq + calibration (default from float)": dict(q_bits=4),
+    "int4 g64 min, gptq + calibration": dict(q_bits=4, q_group_size=64),
 }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--path", choices=["prefill", "decode"], default="prefill")
-    ap.add_argument("--only", default="")
+    ap.add_argument("--only", default="", help="recipe names separated by ';' (names hold commas)")
     a = ap.parse_args()
     text = "\n\n".join(p.read_text() for p in TEXTS)
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,7 +48,7 @@ def main() -> None:
         refs = [chunk_logits(ref, c, a.path) for c in parts]
         print(f"{len(parts)} chunks, {a.path} path; vs the fp32 export", flush=True)
         for i, (name, kw) in enumerate(RECIPES.items()):
-            if a.only and name not in a.only.split(","):
+            if a.only and name not in a.only.split(";"):
                 continue
             t0 = time.perf_counter()
             art = export(None, f"{tmp}/r{i}", quiet=True, **kw)

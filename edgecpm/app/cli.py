@@ -102,12 +102,13 @@ def cli():
 @click.option("--q-bits", type=int, default=None,
               help="4, 8, 16 (fp16) or 32 (fp32); default 4, or a GGUF source's own blocks kept exactly")
 @click.option("--q-group-size", type=int, default=None, help="default 32; given for a GGUF source, it re-quantizes")
-@click.option("--q-method", type=click.Choice(["search", "rtn"]), default="search", show_default=True,
-              help="search: error-minimizing block scales weighted by --calibration; rtn: round to nearest")
+@click.option("--q-method", type=click.Choice(["gptq", "search", "rtn"]), default="gptq", show_default=True,
+              help="gptq: the search's blocks plus error compensation on --calibration's activations; search: "
+                   "error-minimizing block scales weighted by them; rtn: round to nearest")
 @click.option("--calibration", type=click.Path(), default=None,
               help="text whose activations weight the search (default: a short text shipped with edgecpm)")
 @click.option("--q-symmetric/--q-asymmetric", default=None,
-              help="default: asymmetric (blocks with a min) for the int4 search, symmetric for --q-method rtn")
+              help="default: asymmetric (blocks with a min) for int4 gptq/search, symmetric for --q-method rtn")
 @click.option("--lm-head-bits", type=int, default=None, help="default 8 with --q-bits 4, 16 (fp16) with --q-bits 8")
 @click.option("--embed-bits", type=int, default=None, help="default 8 with --q-bits 4, 16 (fp16) with --q-bits 8")
 @click.option("--context-length", type=COUNT, default=None, help="max context the artifact supports")

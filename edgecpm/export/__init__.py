@@ -16,7 +16,7 @@ MAX_DEFAULT_CONTEXT = 32768  # rotary caches are sized to the context; real conf
 
 
 def recipe(q_bits: int | None, q_group_size: int | None, q_symmetric: bool | None, lm_head_bits: int | None,
-           embed_bits: int | None, source_kind: str = "hf", method: str = "search") -> Quantization:
+           embed_bits: int | None, source_kind: str = "hf", method: str = "gptq") -> Quantization:
     """The quantization recipe from the CLI flags, checked. A GGUF source with neither --q-bits nor
     --q-group-size keeps its blocks (method "gguf"; head/embedding bits 0 = as the source's)."""
     from edgecpm.export.quant import check_recipe
@@ -26,7 +26,7 @@ def recipe(q_bits: int | None, q_group_size: int | None, q_symmetric: bool | Non
                             embed_bits=embed_bits or 0, method="gguf")
     q_bits, q_group_size = q_bits or 4, q_group_size or 32
     if q_symmetric is None:  # int4 search: blocks with a min (far better at the same bits); RTN: symmetric
-        q_symmetric = not (method == "search" and q_bits == 4)
+        q_symmetric = not (method in ("search", "gptq") and q_bits == 4)
 
     for flag, b in (("--q-bits", q_bits), ("--lm-head-bits", lm_head_bits), ("--embed-bits", embed_bits)):
         if b is not None and b not in (4, 8, 16, 32):
@@ -38,14 +38,14 @@ def recipe(q_bits: int | None, q_group_size: int | None, q_symmetric: bool | Non
     lm = lm_head_bits or {4: 8, 8: 16}.get(q_bits, q_bits)
     emb = embed_bits or {4: 8, 8: 16}.get(q_bits, q_bits)
     return Quantization(bits=q_bits, group_size=q_group_size, symmetric=q_symmetric, lm_head_bits=lm, embed_bits=emb,
-                        method=method if q_bits in (4, 8) else "rtn")
+                        method=method if q_bits == 4 else "rtn")  # 8-bit: always round-to-nearest
 
 
 def export(source: str | None = None, output: str | None = None, q_bits: int | None = None,
            q_group_size: int | None = None,
            q_symmetric: bool | None = None, lm_head_bits: int | None = None, embed_bits: int | None = None,
            context_length: int | None = None, tokenizer: str | None = None, quiet: bool = False,
-           force: bool = False, revision: str | None = None, q_method: str = "search",
+           force: bool = False, revision: str | None = None, q_method: str = "gptq",
            calibration: str | None = None) -> Path:
     """Export SOURCE (HF folder or .gguf; default: the embedded SmolLM2) to the artifact folder OUTPUT.
 
@@ -79,8 +79,10 @@ def export(source: str | None = None, output: str | None = None, q_bits: int | N
     tmp.mkdir()
     t0 = time.perf_counter()
     try:
-        imp = calibrate.importance(src.path, tokenizer, calib_text, calib_where, tmp) if calib_text else {}
+        raw = q.method == "gptq"  # gptq: the layers' inputs themselves (files), search: their mean squares
+        imp = calibrate.importance(src.path, tokenizer, calib_text, calib_where, tmp, raw) if calib_text else {}
         manifest = _write(src, tok_src, arch, args, q, ctx, tmp, quiet, imp)
+        shutil.rmtree(tmp / calibrate.ACTIVATIONS, ignore_errors=True)
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -102,7 +104,7 @@ def _write(src, tok_src, arch, args, q: Quantization, ctx: int, tmp: Path, quiet
 
     g = GraphBuilder(tmp)
     c = Ctx(g=g, w=Weights(src, arch.sanitize, args, carry=q.method == "gguf"), q=q, ctx_len=ctx,
-            importance=importance or {})
+            importance=importance or {})  # gptq: layer name -> path of its calibration inputs
     with Progress(disable=quiet, transient=True) as bar:
         task = bar.add_task(f"exporting {args.model_type}", total=args.num_hidden_layers)
         arch.build(c, args, progress=lambda: bar.advance(task))

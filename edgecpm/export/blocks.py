@@ -14,6 +14,7 @@ from onnx import TensorProto
 
 from edgecpm.contract import Quantization, StateSpec
 from edgecpm.export.gguf_blocks import BlockWeight
+from edgecpm.export.gptq import gptq_quantize, layer_gram
 from edgecpm.export.graph import MS, GraphBuilder
 from edgecpm.export.qlinear import (
     as_float,
@@ -45,15 +46,20 @@ class Ctx:
     memo: dict = field(default_factory=dict)  # values made once per graph (e.g. block sums of an input)
     carried: dict = field(default_factory=dict)  # GGUF type -> tensors carried over exactly
     embed_bits: int = 0  # what the embedding was written with
-    importance: dict = field(default_factory=dict)  # layer name -> per-input-channel importance [K]
+    importance: dict = field(default_factory=dict)  # layer name -> importance [K] (gptq: path of its inputs)
 
 
 def quantize_float(c: Ctx, w: np.ndarray, bits: int, name: str):
     """Float weight [N, K] -> MatMulNBits tensors by the recipe's method: int4 "search" (and the
     leftovers of a GGUF carry-over) -> error-minimizing blocks weighted by the layer's calibration
-    importance, with a per-block min when asymmetric; otherwise round-to-nearest."""
-    if c.q.method in ("search", "gguf") and bits == 4:
-        return search_quantize(w, bits, c.q.group_size, c.importance.get(name), with_min=not c.q.symmetric)
+    importance, with a per-block min when asymmetric; int4 "gptq" -> the same blocks with the error
+    compensation of edgecpm.export.gptq (a layer with no calibration inputs: the search); otherwise
+    round-to-nearest."""
+    if c.q.method in ("search", "gguf", "gptq") and bits == 4:
+        calib, with_min = c.importance.get(name), not c.q.symmetric
+        if c.q.method == "gptq" and calib is not None:
+            return gptq_quantize(w, bits, c.q.group_size, layer_gram(c.memo, calib), with_min=with_min)
+        return search_quantize(w, bits, c.q.group_size, None if c.q.method == "gptq" else calib, with_min=with_min)
     return quantize(w, bits, c.q.group_size, c.q.symmetric or bits == 8)  # 8-bit symmetric: a tied head shares
 
 

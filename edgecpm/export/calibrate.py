@@ -1,9 +1,13 @@
-"""Activation importance from a calibration text, for the "search" quantizer (imatrix-style).
+"""Activation statistics from a calibration text, for the "search" and "gptq" quantizers.
 
-A first, quick export of the same checkpoint (int4 round-to-nearest) runs the text in chunks of
-CHUNK tokens; every MatMulNBits input is read out and its per-channel mean square becomes that
-layer's importance [K]. The first export lives inside the real export's temporary folder, so a
-failed or killed calibration leaves no artifact behind.
+A first, quick export of the same checkpoint (round-to-nearest: int4 for "search", int8 for "gptq",
+whose error compensation needs inputs close to the float model's) runs the text in chunks of CHUNK
+tokens; every MatMulNBits input is read out. For "search" its per-channel mean square becomes that
+layer's importance [K] (imatrix-style, summed in the graph); for "gptq" the inputs themselves
+X [T, K] are written to one .npy per input under the export's temporary folder (T <= MAX_CHUNKS *
+CHUNK tokens: smaller than X^T X for K > T, and read back one layer at a time). The first export
+lives inside the real export's temporary folder, so a failed or killed calibration leaves no
+artifact behind.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from edgecpm.contract import MODEL_FILE, UserError
 CHUNK = 512  # tokens per calibration step (and the least a calibration text must have)
 MAX_CHUNKS = 4
 DEFAULT_TEXT = Path(__file__).parent / "data" / "calibration.txt"
+ACTIVATIONS = "calibration-activations"  # the "gptq" inputs' folder in the export's temporary folder
+METHODS = ("search", "gptq")  # the recipes a calibration text weights
 
 
 def read_text(path: str | Path, flag: str) -> str:
@@ -53,25 +59,27 @@ def tokens(text: str, folder: Path, where: str) -> list[int]:
     return list(ids)
 
 
-def _probe(folder: Path) -> tuple[str, dict[str, str]]:
+def _probe(folder: Path, raw: bool = False) -> tuple[str, dict[str, list[str]]]:
     """Write a copy of the graph that also outputs, for every MatMulNBits input x [1, S, K], its sum of
-    squares over the tokens [K] (in the graph: only K floats per layer come out); returns
-    (model path, {output name: layer name})."""
+    squares over the tokens [K] (in the graph: only K floats per layer come out), or with `raw` x
+    itself; returns (model path, {output name: names of the layers that read that input})."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.load(str(folder / MODEL_FILE), load_external_data=False)
-    inputs: dict[str, str] = {}
+    inputs: dict[str, list[str]] = {}
     for node in model.graph.node:
         if node.op_type == "MatMulNBits":
-            inputs.setdefault(node.input[0], node.name.removeprefix("n/"))
+            inputs.setdefault(node.input[0], []).append(node.name.removeprefix("n/"))
     model.graph.initializer.append(numpy_helper.from_array(np.array([0, 1], np.int64), "calibration/axes"))
     taps = {}
-    for i, (value, layer) in enumerate(inputs.items()):
-        out = f"calibration/sumsq{i}"
-        model.graph.node.append(helper.make_node("ReduceSumSquare", [value, "calibration/axes"], [out], keepdims=0))
+    for i, (value, layers) in enumerate(inputs.items()):
+        out = f"calibration/{'x' if raw else 'sumsq'}{i}"
+        node = (helper.make_node("Identity", [value], [out]) if raw else
+                helper.make_node("ReduceSumSquare", [value, "calibration/axes"], [out], keepdims=0))
+        model.graph.node.append(node)
         model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
-        taps[out] = layer
+        taps[out] = layers
     path = folder / "probe.onnx"
     onnx.save_model(model, str(path))
     return str(path), taps
@@ -90,8 +98,9 @@ def _feeds(session, chunk: list[int]) -> dict:
     return feeds
 
 
-def importance(source, tokenizer, text: str, where: str, work: Path) -> dict[str, np.ndarray]:
-    """{layer name: per-input-channel mean square activation [K]} of `source` on `text`.
+def importance(source, tokenizer, text: str, where: str, work: Path, raw: bool = False) -> dict:
+    """{layer name: per-input-channel mean square activation [K]} of `source` on `text`; with `raw`,
+    {layer name: path of its inputs X [T, K] fp32 .npy under work/ACTIVATIONS} instead.
 
     The text is tokenized here (a too-short one fails at once); the first export and its session run
     in a child process, so their memory is returned before the real export starts (the export's peak
@@ -109,35 +118,55 @@ def importance(source, tokenizer, text: str, where: str, work: Path) -> dict[str
     shutil.rmtree(work / "calibration-tokenizer", ignore_errors=True)
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        return pool.submit(_measure, str(source), tokenizer, ids, str(work / "calibration-model")).result()
+        job = pool.submit(_measure, str(source), tokenizer, ids, str(work / "calibration-model"),
+                          str(work / ACTIVATIONS) if raw else None, 8 if raw else 4)
+        return job.result()
 
 
-def _measure(source: str, tokenizer, ids: list[int], out: str) -> dict[str, np.ndarray]:
-    """(In the child process) int4 RTN export of `source` to `out`, run `ids` through it in chunks."""
+def _chunks(ids: list[int]) -> list[list[int]]:
+    """The calibration steps: up to MAX_CHUNKS chunks of CHUNK tokens (a short tail adds little)."""
+    parts = [ids[s : s + CHUNK] for s in range(0, min(len(ids), MAX_CHUNKS * CHUNK), CHUNK)]
+    return [p for p in parts if len(p) >= CHUNK // 8]
+
+
+def _measure(source: str, tokenizer, ids: list[int], out: str, raw: str | None, bits: int = 4) -> dict:
+    """(In the child process) RTN export (`bits`) of `source` to `out`, run `ids` through it in chunks;
+    `raw`: the folder the inputs X [T, K] go to, one .npy per input (else mean squares come back)."""
     import onnxruntime as ort
 
     from edgecpm.export import export
 
-    folder = export(source, out, q_bits=4, q_method="rtn", quiet=True, context_length=CHUNK, tokenizer=tokenizer,
-                    calibration="none")
-    path, taps = _probe(folder)
+    folder = export(source, out, q_bits=bits, q_method="rtn", quiet=True, context_length=CHUNK, tokenizer=tokenizer,
+                    calibration="none", lm_head_bits=8, embed_bits=8)  # int8 head/embeddings at either bits
+    path, taps = _probe(folder, raw=bool(raw))
     so = ort.SessionOptions()
     so.log_severity_level = 3
     session = ort.InferenceSession(path, so)
-    names = list(taps)
+    parts, names = _chunks(ids), list(taps)
+    total = sum(len(p) for p in parts)
     sums: dict[str, np.ndarray] = {}
-    count = 0
-    for start in range(0, min(len(ids), MAX_CHUNKS * CHUNK), CHUNK):
-        chunk = ids[start : start + CHUNK]
-        if len(chunk) < CHUNK // 8:
-            break  # a short tail adds little
-        outs = session.run(names, _feeds(session, chunk))
-        for value, sq in zip(names, outs):  # sq [K]: sum over this chunk's tokens of x^2
-            sums[taps[value]] = sums.get(taps[value], 0) + sq.astype(np.float64)
-        count += len(chunk)
+    row = 0
+    for chunk in parts:
+        for value, x in zip(names, session.run(names, _feeds(session, chunk))):
+            if raw:  # x [1, S, K] -> rows row..row+S of this input's X [total, K]
+                if value not in sums:
+                    sums[value] = np.lib.format.open_memmap(_npy(raw, value), "w+", np.float32, (total, x.shape[-1]))
+                sums[value][row : row + len(chunk)] = x[0]
+            else:  # x [K]: sum over this chunk's tokens of x^2
+                sums[value] = sums.get(value, 0) + x.astype(np.float64)
+        row += len(chunk)
     del session
     shutil.rmtree(folder, ignore_errors=True)
-    return {name: (s / count).astype(np.float32) for name, s in sums.items()}
+    if raw:
+        for m in sums.values():
+            m.flush()
+        return {layer: _npy(raw, value) for value in sums for layer in taps[value]}
+    return {layer: (s / total).astype(np.float32) for value, s in sums.items() for layer in taps[value]}
+
+
+def _npy(folder: str, value: str) -> str:
+    Path(folder).mkdir(exist_ok=True)
+    return str(Path(folder) / f"{value.replace('/', '_')}.npy")
 
 
 def prepare(calibration: str | None, q):
@@ -145,12 +174,12 @@ def prepare(calibration: str | None, q):
     recipe cannot use, or a bad file, is a one-line error before any work."""
     import dataclasses
 
-    if calibration == "none":
-        return q, None, ""
-    if q.method != "search" or q.bits != 4:
+    if calibration == "none":  # gptq without activations is the plain search
+        return (dataclasses.replace(q, method="search") if q.method == "gptq" else q), None, ""
+    if q.method not in METHODS or q.bits != 4:
         if calibration:
             raise UserError("--calibration weights the int4 search; it needs --q-bits 4 and --q-method search "
-                            "(a GGUF source also needs --q-bits 4 to be re-quantized)")
+                            "or gptq (a GGUF source also needs --q-bits 4 to be re-quantized)")
         return q, None, ""
     text = read_text(calibration or DEFAULT_TEXT, "--calibration")
     name = Path(calibration).name if calibration else "default"
