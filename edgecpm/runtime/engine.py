@@ -24,7 +24,7 @@ from edgecpm.contract import (
     load_manifest,
 )
 from edgecpm.ops import kernels
-from edgecpm.runtime.memory import releasing_file_pages
+from edgecpm.runtime.memory import release_file_pages
 from edgecpm.runtime.state import State
 
 PROVIDERS = {
@@ -87,8 +87,8 @@ class Engine:
         self.ctx = m.runtime_context(context)
         self.kernel = kernels.choose(recurrent_kernel) if m.operators else None
         self.placement: dict[str, int] | None = None  # provider -> nodes it runs (report_placement)
-        with releasing_file_pages(self.folder / WEIGHTS_FILE):  # repacked at load: the file's pages go back
-            self.session = self._open(resolve_providers(providers, self.log), threads, report_placement)
+        self.session = self._open(resolve_providers(providers, self.log), threads, report_placement)
+        release_file_pages(self.folder / WEIGHTS_FILE)  # repacked at load: the file's pages go back
         self.providers = self.session.get_providers()
         self.state = State(m.state, self.ctx)
         self.io = self.session.io_binding()

@@ -6,14 +6,16 @@ stay in the process's resident set although only the embedding lookup still read
 rows per token). MADV_DONTNEED on a mapping that holds no private (copy-on-write) pages drops them
 exactly: a later read faults the same bytes back in from the file. Mappings with private pages are
 left alone. Linux (and Android) only; elsewhere nothing happens.
+
+Only right after a session is made: onnxruntime unmaps an initializer's mapping once it is repacked,
+so during a load an address range read from smaps could already belong to the heap (a watcher
+thread doing this while sessions load corrupted the heap in the native runtime; it is gone).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import sys
-import threading
 from pathlib import Path
 
 MADV_DONTNEED = 4
@@ -53,23 +55,3 @@ def release_file_pages(path: str | Path) -> int:
             done += hi - lo
     return done
 
-
-@contextlib.contextmanager
-def releasing_file_pages(path: str | Path, every: float = 0.2):
-    """While the block runs (a session being made, which repacks the weights), release the file's
-    clean pages every `every` seconds, so the load's peak holds the repacked copy, not both; once
-    more at the end."""
-    done = threading.Event()
-
-    def loop():
-        while not done.wait(every):
-            release_file_pages(path)
-
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
-    try:
-        yield
-    finally:
-        done.set()
-        t.join()
-        release_file_pages(path)

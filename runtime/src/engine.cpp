@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "common.h"
+#include "memory.h"
 
 namespace edgecpm {
 
@@ -86,6 +87,7 @@ Engine::Engine(const std::string& folder_, const EngineOptions& o)
   init_ort();
   mem_ = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
   session_ = open(o);
+  release_file_pages(folder + "/" + kWeightsFile);  // repacked at load: the file's pages go back
   io_ = Ort::IoBinding(session_);
   logits_.assign(static_cast<size_t>(manifest.vocab_size), 0.f);
   int64_t shape[3] = {1, 1, manifest.vocab_size};

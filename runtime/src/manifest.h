@@ -9,6 +9,7 @@ namespace edgecpm {
 constexpr int kFormatVersion = 1;
 constexpr const char* kManifest = "edgecpm.json";
 constexpr const char* kModelFile = "model.onnx";
+constexpr const char* kWeightsFile = "model.onnx.data";
 // Graph I/O names
 constexpr const char* kInputIds = "input_ids";                // [1, S] int64
 constexpr const char* kSeqlensK = "seqlens_k";                // [1] int32: tokens after this step - 1
