@@ -183,9 +183,20 @@ def test_draft_flags(capsys, art, command, argv, needle):
 
 
 def test_draft_model_with_another_tokenizer(capsys, art, tmp_path):
+    """A draft artifact whose tokenizer differs (its files re-hashed in the manifest, so it loads)."""
+    import hashlib
+
     other = tmp_path / "other"
     shutil.copytree(art, other)
-    (other / "tokenizer.json").write_text((other / "tokenizer.json").read_text().replace('"Paris"', '"Pariz"', 1)
-                                          .replace('"a"', '"A_"', 1))
+    tj = other / "tokenizer.json"
+    tok = json.loads(tj.read_text())
+    vocab = tok["model"]["vocab"]
+    a, b = list(vocab)[10:12]
+    vocab[a], vocab[b] = vocab[b], vocab[a]  # two tokens swap ids: another tokenizer, same size
+    tj.write_text(json.dumps(tok))
+    m = json.loads((other / "edgecpm.json").read_text())
+    data = tj.read_bytes()
+    m["files"]["tokenizer.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (other / "edgecpm.json").write_text(json.dumps(m))
     code, err = run_cli(capsys, "generate", str(art), "-p", "hi", "--local-only", "--draft-model", str(other))
     assert_one_line_error(code, err, "another tokenizer")
