@@ -2,6 +2,8 @@
 stands for == its function body (onnxruntime and onnx.reference) == the native kernel (libedgecpm_ops),
 to 1e-5, on decode (1 row), odd row counts (the kernel's 4-row tiles) and prefill-sized inputs (threads)."""
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -103,6 +105,23 @@ def test_native_fp16_mins_subnormal_and_tiny(rows):
     mins[:, 2::4] = np.float16(-1.5e4)  # large
     (got,) = _session(model, native=True).run(None, {"y": y, "x": x, "mins": mins})
     np.testing.assert_allclose(got, reference.add_block_mins(y, x, mins, block_size=32), atol=0, rtol=1e-4)
+
+
+@need_native
+def test_native_portable_loops_equal_reference():
+    """The loops CPUs without AVX2/F16C (and arm64) run, forced by EDGECPM_OPS_PORTABLE in a child process
+    (the library picks its path once, when loaded)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, 'tests'); import test_block_mins as t, numpy as np; "
+            "[t.test_native_equals_reference_and_function_body(*s, d) for s in t.SHAPES[:5] "
+            "for d in (np.float32, np.float16)]; t.test_native_fp16_mins_subnormal_and_tiny(1); print('ok')")
+    env = {**os.environ, "EDGECPM_OPS_PORTABLE": "1"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                       cwd=Path(__file__).resolve().parent.parent)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
 @need_native

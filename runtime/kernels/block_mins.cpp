@@ -2,6 +2,7 @@
 // mins are fp32 or fp16 (half the bytes a decode step reads; the exporter writes fp16 only when exact).
 // Reference: edgecpm/ops/reference.py add_block_mins.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -136,7 +137,9 @@ void gemm_avx2(int64_t R, int64_t kb, int64_t lds, int64_t N, const float* s, co
 }
 #undef EDGECPM_AVX2
 
-static const bool kF16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+// EDGECPM_OPS_PORTABLE=1 takes the portable loops on any CPU (tests/test_block_mins.py checks them with it).
+static const bool kF16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          __builtin_cpu_supports("f16c") && !std::getenv("EDGECPM_OPS_PORTABLE");
 #endif
 
 // dst[0, n) = src as fp32: F16C where the CPU has it (x86-64-v3 and up), NEON on arm64, else bit by bit.
@@ -171,6 +174,21 @@ __attribute__((always_inline)) inline void axpy4(int64_t w, const float* s, cons
   for (int64_t i = 0; i < w; ++i) o[i] += s0 * m0[i] + s1 * m1[i] + s2 * m2[i] + s3 * m3[i];
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// One row (decode): whole mins rows streamed (long runs for the prefetcher) into AVX2 registers.
+template <typename M>
+void decode_row(const BlockMinsJob& j, const M* mins, const float* sums, int64_t row, int64_t c0, int64_t c1) {
+  const int64_t N = j.N, kb = j.K / j.block;
+  float* o = j.out + row * N;
+  std::copy(j.y + row * N + c0, j.y + row * N + c1, o + c0);
+  for (int64_t b = 0; b < kb; b += kGroup) {
+    const M* m[kGroup];  // rows past kb: any real row, times a zero sum
+    for (int64_t g = 0; g < kGroup; ++g) m[g] = mins + std::min(b + g, kb - 1) * N + c0;
+    axpy4_avx2(c1 - c0, sums + b, m, o + c0);
+  }
+}
+#endif
+
 template <typename M>
 __attribute__((always_inline)) inline void block_rows(const BlockMinsJob& j, const M* mins, int64_t row_begin,
                                                       int64_t row_end, int64_t col_begin, int64_t col_end) {
@@ -185,16 +203,7 @@ __attribute__((always_inline)) inline void block_rows(const BlockMinsJob& j, con
       sums[r * kbp + b] = acc;
     }
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (R == 1 && kF16c) {  // decode: whole mins rows streamed (long runs for the prefetcher) into AVX2 registers
-    float* o = j.out + row_begin * N;
-    std::copy(j.y + row_begin * N + col_begin, j.y + row_begin * N + col_end, o + col_begin);
-    for (int64_t b = 0; b < kb; b += kGroup) {
-      const M* m[kGroup];  // rows past kb: any real row, times a zero sum
-      for (int64_t g = 0; g < kGroup; ++g) m[g] = mins + std::min(b + g, kb - 1) * N + col_begin;
-      axpy4_avx2(col_end - col_begin, sums.data() + b, m, o + col_begin);
-    }
-    return;
-  }
+  if (R == 1 && kF16c) return decode_row(j, mins, sums.data(), row_begin, col_begin, col_end);
   if (kF16c) {
     const int64_t r0 = row_begin * N;
     return gemm_avx2(R, kb, kbp, N, sums.data(), mins, j.y + r0, j.out + r0, col_begin, col_end);
