@@ -16,9 +16,17 @@ $(VENV)/.test: $(VENV)/.run
 	$(PIP) -e ".[test]"
 	touch $@
 
-.PHONY: run test lint
-run: $(VENV)/.run
+.PHONY: run test lint ops
+run: $(VENV)/.run ops
 	$(VENV)/bin/edgecpm chat
+
+# The ai.edgecpm kernels alone (libedgecpm_ops: the AddBlockMins correction of carried-over GGUF blocks,
+# the recurrent-state ops), which the runtime picks up from runtime/build. Without cmake or a C++
+# compiler `make run` still works, on the ops' ONNX function bodies (slower), and says so.
+ops: $(VENV)/.native
+	@(cmake -S runtime -B runtime/build -DPython=$(abspath $(PY)) -DCMAKE_BUILD_TYPE=Release >/dev/null && \
+	  cmake --build runtime/build -j$(NATIVE_JOBS) --target edgecpm_ops >/dev/null) || \
+	  echo "note: libedgecpm_ops did not build (needs cmake and a C++17 compiler); running the ONNX function bodies"
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check edgecpm tests
