@@ -33,6 +33,7 @@ RECIPES = {
     "int4 g64 min, search + calibration": dict(q_bits=4, q_group_size=64, q_method="search"),
     "int4 g32 min, gptq + calibration (default from float)": dict(q_bits=4),
     "int4 g64 min, gptq + calibration": dict(q_bits=4, q_group_size=64),
+    "int4 g64 symmetric gptq + calibration": dict(q_bits=4, q_group_size=64, q_symmetric=True),
 }
 
 
