@@ -147,6 +147,8 @@ def test_missing_provider_falls_back_to_cpu_and_placement_is_reported(tiny):
     logs = []
     e = Engine(art, providers=["qnn"], report_placement=True, log=logs.append)
     assert e.providers == ["CPUExecutionProvider"]
-    assert any("qnn is not available" in m and "falling back to CPU" in m for m in logs)
+    # "not available" without onnxruntime-qnn; "did not take the model" once its plugin is registered
+    assert any(("qnn is not available" in m or "QNNExecutionProvider did not take" in m)
+               and "falling back to CPU" in m for m in logs), logs
     assert e.placement and e.placement["CPUExecutionProvider"] > 10
     assert any("nodes per execution provider: CPUExecutionProvider" in m for m in logs)

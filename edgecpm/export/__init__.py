@@ -16,7 +16,7 @@ MAX_DEFAULT_CONTEXT = 32768  # rotary caches are sized to the context; real conf
 
 
 def recipe(q_bits: int | None, q_group_size: int | None, q_symmetric: bool | None, lm_head_bits: int | None,
-           embed_bits: int | None, source_kind: str = "hf", method: str = "gptq") -> Quantization:
+           embed_bits: int | None, source_kind: str = "hf", method: str = "search") -> Quantization:
     """The quantization recipe from the CLI flags, checked. A GGUF source with neither --q-bits nor
     --q-group-size keeps its blocks (method "gguf"; head/embedding bits 0 = as the source's)."""
     from edgecpm.export.quant import check_recipe
@@ -45,7 +45,7 @@ def export(source: str | None = None, output: str | None = None, q_bits: int | N
            q_group_size: int | None = None,
            q_symmetric: bool | None = None, lm_head_bits: int | None = None, embed_bits: int | None = None,
            context_length: int | None = None, tokenizer: str | None = None, quiet: bool = False,
-           force: bool = False, revision: str | None = None, q_method: str = "gptq",
+           force: bool = False, revision: str | None = None, q_method: str = "search",
            calibration: str | None = None) -> Path:
     """Export SOURCE (HF folder or .gguf; default: the embedded SmolLM2) to the artifact folder OUTPUT.
 

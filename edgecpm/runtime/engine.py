@@ -87,9 +87,14 @@ class Engine:
         self.ctx = m.runtime_context(context)
         self.kernel = kernels.choose(recurrent_kernel) if m.operators else None
         self.placement: dict[str, int] | None = None  # provider -> nodes it runs (report_placement)
-        self.session = self._open(resolve_providers(providers, self.log), threads, report_placement)
+        wanted = resolve_providers(providers, self.log)
+        self.session = self._open(wanted, threads, report_placement)
         release_file_pages(self.folder / WEIGHTS_FILE)  # repacked at load: the file's pages go back
         self.providers = self.session.get_providers()
+        for p in wanted:  # e.g. a plugin EP (QNN) named in the list, which onnxruntime then ignores
+            if p not in self.providers:
+                self.log(f"execution provider {p} did not take the model (an NPU needs an `--target npu` "
+                         "artifact); falling back to CPU")
         self.state = State(m.state, self.ctx)
         self.io = self.session.io_binding()
         self.shrink = ort.RunOptions()  # prefill-sized steps give their activation memory back afterwards
