@@ -48,11 +48,10 @@ def resolve_providers(requested: list[str] | None, log=print) -> list[str]:
     return out
 
 
-def placement(make_session, so: ort.SessionOptions):
-    """(session, {provider: nodes}) from onnxruntime's own node-placement log, read by sending its
-    verbose log (stderr) to a temporary file while the session is made."""
+def verbose_log(make_session, so: ort.SessionOptions) -> tuple[ort.InferenceSession, str]:
+    """(session, onnxruntime's verbose log while it was made), read by sending stderr to a
+    temporary file meanwhile."""
     import os
-    import re
     import tempfile
 
     so.log_severity_level, so.log_verbosity_level = 0, 1
@@ -67,7 +66,14 @@ def placement(make_session, so: ort.SessionOptions):
             os.close(saved)
             so.log_severity_level = 3
         tmp.seek(0)
-        text = tmp.read().decode(errors="replace")
+        return session, tmp.read().decode(errors="replace")
+
+
+def placement(make_session, so: ort.SessionOptions):
+    """(session, {provider: nodes}) from onnxruntime's own node-placement log."""
+    import re
+
+    session, text = verbose_log(make_session, so)
     found = re.findall(r"placed on \[(\w+)\]\. Number of nodes: (\d+)", text)
     return session, {ep: int(n) for ep, n in found}
 

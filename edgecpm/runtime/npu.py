@@ -31,6 +31,7 @@ from edgecpm.contract import (
     npu_mask,
     sha256_file,
 )
+from edgecpm.runtime.engine import verbose_log
 from edgecpm.runtime.state import State
 
 QNN = "QNNExecutionProvider"
@@ -201,22 +202,7 @@ def placed_nodes(make_session, so: ort.SessionOptions) -> tuple[ort.InferenceSes
     """(session, {provider: nodes}) from onnxruntime's verbose log (stderr sent to a temporary file
     while the session is made). QNN runs its part as one fused node: "QNN graph nodes" counts the ONNX
     nodes (QDQ included) it took, "QNN refused" those it did not (absent when a cached context is read)."""
-    import os
-    import tempfile
-
-    so.log_severity_level, so.log_verbosity_level = 0, 1
-    with tempfile.TemporaryFile("w+b") as tmp:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
-        try:
-            session = make_session()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            so.log_severity_level = 3
-        tmp.seek(0)
-        text = tmp.read().decode(errors="replace")
+    session, text = verbose_log(make_session, so)
     placed = {ep: int(n) for ep, n in re.findall(r"placed on \[(\w+)\]\. Number of nodes: (\d+)", text)}
     for key, word in (("QNN graph nodes", "PASSED"), ("QNN refused", "FAILED")):
         n = sum(int(k) for k in re.findall(rf"Validation {word} for (\d+) nodes", text))
