@@ -78,15 +78,14 @@ def export(source: str | None = None, output: str | None = None, q_bits: int | N
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     t0 = time.perf_counter()
-    try:
+    def write():
         raw = q.method == "gptq"  # gptq: the layers' inputs themselves (files), search: their mean squares
         imp = calibrate.importance(src.path, tokenizer, calib_text, calib_where, tmp, raw) if calib_text else {}
         manifest = _write(src, tok_src, arch, args, q, ctx, tmp, quiet, imp)
         shutil.rmtree(tmp / calibrate.ACTIVATIONS, ignore_errors=True)
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return manifest
+
+    manifest = write_into_place(tmp, out, write)
     if not quiet:
         size = sum(m["bytes"] for m in manifest.files.values())
         print(f"exported {args.model_type} ({q.bits}-bit, group {q.group_size}) to {out}: "
@@ -242,6 +241,18 @@ def _tokenizer(src, tmp: Path, model_cfg: dict) -> dict:
     files = [n for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json") if (tmp / n).is_file()]
     return {"files": files, "bos_token_id": cfg.get("bos_token_id"), "eos_token_ids": eos,
             "add_bos_token": bool(tc.get("add_bos_token", False)), "chat_template": tc.get("chat_template")}
+
+
+def write_into_place(tmp: Path, out: Path, write):
+    """write() the artifact into the temporary folder `tmp`, then move it to `out`; on any failure
+    (Ctrl-C too) `tmp` is removed, so nothing half-written is left. Returns write()'s result."""
+    try:
+        result = write()
+        _replace(tmp, out)
+        return result
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _replace(tmp: Path, out: Path) -> None:

@@ -77,7 +77,7 @@ def export(source: str | None = None, output: str | None = None, context_length:
     """Export SOURCE to an NPU artifact folder OUTPUT (built in a temporary sibling, renamed at the end)."""
     import os
 
-    from edgecpm.export import _output_place, _replace, _tokenizer_source, hub
+    from edgecpm.export import _output_place, _tokenizer_source, hub, write_into_place
     from edgecpm.export.checkpoint import check_shapes, open_source
     from edgecpm.export.embedded import default_gguf
     from edgecpm.export.models import get_architecture
@@ -98,12 +98,8 @@ def export(source: str | None = None, output: str | None = None, context_length:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     t0 = time.perf_counter()
-    try:
-        manifest = _write(src, arch, npu, args, tok_src, tmp, ctx, prefill_chunk, calibration, tokenizer)
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    manifest = write_into_place(tmp, out, lambda: _write(src, arch, npu, args, tok_src, tmp, ctx, prefill_chunk,
+                                                          calibration, tokenizer))
     if not quiet:
         size = sum(m["bytes"] for m in manifest.files.values())
         print(f"exported {args.model_type} for the NPU (QDQ int8 weights, uint16 activations, context {ctx}, "
