@@ -47,6 +47,7 @@ NPU_GRAPHS = ("decode", "prefill")  # graph name -> {"file", "tokens"} in Manife
 STATE_KINDS = ("kv", "conv", "recurrent")
 DEFAULT_CONTEXT = 4096  # context a runtime allocates when none is asked for (capped by the model's)
 DTYPES = {"float32": 4, "float16": 2}
+KV_DTYPES = ("float32", "float16")  # what Quantization.kv_dtype may be
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class Quantization:
     method: str = "rtn"
     calibration: str | None = None
     carried: dict = field(default_factory=dict)
+    kv_dtype: str = "float32"  # the KV cache's element type ("float16": half the bytes per token)
 
 
 @dataclass

@@ -112,6 +112,8 @@ def cli():
 @click.option("--lm-head-bits", type=int, default=None, help="default 8 with --q-bits 4, 16 (fp16) with --q-bits 8")
 @click.option("--embed-bits", type=int, default=None, help="default 8 with --q-bits 4, 16 (fp16) with --q-bits 8")
 @click.option("--context-length", type=COUNT, default=None, help="max context the artifact supports")
+@click.option("--kv-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="the KV cache's type: float16 halves its bytes per token (attention then runs in fp16)")
 @click.option("--force", is_flag=True, help="replace an existing artifact at -o")
 @click.option("--tokenizer", type=click.Path(), default=None, help="take the tokenizer from this HF folder or .gguf")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for an ORG/NAME source")

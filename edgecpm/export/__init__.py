@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
 from pathlib import Path
 
 from edgecpm import __version__
-from edgecpm.contract import MANIFEST, MODEL_FILE, Manifest, Quantization, UserError, sha256_file
+from edgecpm.contract import KV_DTYPES, MANIFEST, MODEL_FILE, Manifest, Quantization, UserError, sha256_file
 from edgecpm.export import hub
 from edgecpm.export.embedded import default_gguf
 
@@ -46,7 +47,7 @@ def export(source: str | None = None, output: str | None = None, q_bits: int | N
            q_symmetric: bool | None = None, lm_head_bits: int | None = None, embed_bits: int | None = None,
            context_length: int | None = None, tokenizer: str | None = None, quiet: bool = False,
            force: bool = False, revision: str | None = None, q_method: str = "search",
-           calibration: str | None = None) -> Path:
+           calibration: str | None = None, kv_dtype: str = "float32") -> Path:
     """Export SOURCE (HF folder or .gguf; default: the embedded SmolLM2) to the artifact folder OUTPUT.
 
     Builds into a temporary sibling folder and renames it into place at the end, so an interrupted
@@ -60,10 +61,13 @@ def export(source: str | None = None, output: str | None = None, q_bits: int | N
     from edgecpm.export.models import get_architecture
 
     recipe(q_bits, q_group_size, q_symmetric, lm_head_bits, embed_bits)  # flags checked before any file is read
+    if kv_dtype not in KV_DTYPES:
+        raise UserError(f"--kv-dtype {kv_dtype} is not one of {', '.join(KV_DTYPES)}")
     if source and hub.is_repo_id(str(source)):  # ORG/NAME or ORG/NAME-GGUF:QUANT: from the Hub (cache)
         source = str(hub.fetch(str(source), revision))
     src = open_source(source or default_gguf())
     q = recipe(q_bits, q_group_size, q_symmetric, lm_head_bits, embed_bits, src.kind, q_method)
+    q = dataclasses.replace(q, kv_dtype=kv_dtype)  # KV_DTYPES: checked with the other flags, above
     q, calib_text, calib_where = calibrate.prepare(calibration, q)
     arch = get_architecture(src.config.get("model_type"))
     args = arch.model_args(src.config)
@@ -127,7 +131,6 @@ def _write(src, tok_src, arch, args, q: Quantization, ctx: int, tmp: Path, quiet
 def written_recipe(c, q: Quantization, quiet: bool) -> Quantization:
     """The recipe as written: for a GGUF carry-over, the head/embedding bits the blocks took and the
     types kept; a note for the source tensors that had to be re-quantized."""
-    import dataclasses
 
     if q.method != "gguf":
         return q

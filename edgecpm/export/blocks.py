@@ -27,7 +27,7 @@ from edgecpm.export.qlinear import (
 from edgecpm.export.quant import quantize
 from edgecpm.export.quant_search import search_quantize
 
-F32, I64, I32 = TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT32
+F32, F16, I64, I32 = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.INT64, TensorProto.INT32
 
 
 @dataclass
@@ -165,19 +165,32 @@ class AttnShape:
 
 
 def gqa(c: Ctx, layer: int, q: str, k: str, v: str, a: AttnShape, name: str) -> str:
-    """GroupQueryAttention over a shared KV buffer [1, kv_heads, ctx, hd]; q/k/v [1, S, *]."""
+    """GroupQueryAttention over a shared KV buffer [1, kv_heads, ctx, hd]; q/k/v [1, S, *]. With the
+    recipe's kv_dtype float16 the attention runs in fp16 (GroupQueryAttention takes one type for q/k/v,
+    the cache and the rotary caches): q/k/v are cast in, the output back to fp32."""
+    g, half = c.g, c.q.kv_dtype == "float16"
     past_k, past_v = f"past_key_values.{layer}.key", f"past_key_values.{layer}.value"
     pres_k, pres_v = f"present.{layer}.key", f"present.{layer}.value"
-    shape = ["batch", a.kv_heads, "ctx", a.head_dim]
+    shape, elem = ["batch", a.kv_heads, "ctx", a.head_dim], F16 if half else F32
     for i, o in ((past_k, pres_k), (past_v, pres_v)):
-        c.g.input(i, F32, shape)
-        c.states.append(StateSpec(i, o, "kv", layer, (1, a.kv_heads, "ctx", a.head_dim)))
+        g.input(i, elem, shape)
+        c.states.append(StateSpec(i, o, "kv", layer, (1, a.kv_heads, "ctx", a.head_dim), c.q.kv_dtype))
+    cos, sin = (c.cos, c.sin) if not half else rotary_fp16(c)
+    if half:
+        q, k, v = (g.op("Cast", t, to=F16) if t else t for t in (q, k, v))  # packed qkv: k, v ""
     attrs = {"num_heads": a.heads, "kv_num_heads": a.kv_heads, "do_rotary": 1}
-    out, pk, pv = c.g.node("GroupQueryAttention", [q, k, v, past_k, past_v, c.seqlens_k, c.total_len,
-                                                   c.cos, c.sin], 3, name, domain=MS, **attrs)
-    c.g.output(pk, pres_k, F32, shape)
-    c.g.output(pv, pres_v, F32, shape)
-    return out
+    out, pk, pv = g.node("GroupQueryAttention", [q, k, v, past_k, past_v, c.seqlens_k, c.total_len,
+                                                 cos, sin], 3, name, domain=MS, **attrs)
+    g.output(pk, pres_k, elem, shape)
+    g.output(pv, pres_v, elem, shape)
+    return g.op("Cast", out, to=F32) if half else out
+
+
+def rotary_fp16(c: Ctx) -> tuple[str, str]:
+    """The rotary caches as fp16 (made once per graph from the fp32 ones)."""
+    if "rotary_fp16" not in c.memo:
+        c.memo["rotary_fp16"] = tuple(c.g.op("Cast", t, to=F16) for t in (c.cos, c.sin))
+    return c.memo["rotary_fp16"]
 
 
 def swiglu_mlp(c: Ctx, x: str, gate: np.ndarray, up: np.ndarray, down: np.ndarray, prefix: str) -> str:

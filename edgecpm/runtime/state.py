@@ -47,10 +47,10 @@ class State:
         self.fixed: list[tuple[StateSpec, list[np.ndarray], list[ort.OrtValue]]] = []
         for s in specs:
             if s.kind == "kv":
-                a = np.zeros(s.dims(ctx), np.float32)  # [1, kv_heads, ctx, hd]
+                a = np.zeros(s.dims(ctx), s.dtype)  # [1, kv_heads, ctx, hd]
                 self.kv.append((s, a, ort.OrtValue.ortvalue_from_numpy(a)))
             else:
-                pair = [np.zeros(s.dims(ctx), np.float32) for _ in range(2)]  # fixed shape, ping-pong
+                pair = [np.zeros(s.dims(ctx), s.dtype) for _ in range(2)]  # fixed shape, ping-pong
                 self.fixed.append((s, pair, [ort.OrtValue.ortvalue_from_numpy(a) for a in pair]))
         self.flip = 0  # index of the buffer that holds the current fixed state
         self.tokens: list[int] = []
