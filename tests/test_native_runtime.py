@@ -84,6 +84,15 @@ def test_greedy_on_a_dense_tiny_model_equals_python(tiny):
     _same_text(native["text"], text)
 
 
+def test_fp16_kv_greedy_equals_python(tiny):
+    """An `--kv-dtype float16` artifact: native fp16 KV buffers, the same tokens as Python's."""
+    art, _ = tiny("qwen3_5_text", 32, kv_dtype="float16")
+    native = run_json(art, "-p", PROMPT, "-m", 32)
+    text, tokens = _python_tokens(art, PROMPT, max_tokens=32)
+    assert native["tokens"] == tokens
+    _same_text(native["text"], text)
+
+
 @pytest.mark.parametrize("gen", [dict(temp=0.8, seed=3), dict(temp=0.7, top_p=0.9, top_k=40, seed=11),
                                  dict(temp=1.0, min_p=0.05, repetition_penalty=1.3, seed=5)])
 def test_seeded_sampling_equals_python(default_art, gen):

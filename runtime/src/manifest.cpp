@@ -151,7 +151,8 @@ Manifest load_manifest(const std::string& folder, bool verify_hashes) {
       if (s.has("dtype")) sp.dtype = s["dtype"].as_str();
       if (sp.kind != "kv" && sp.kind != "conv" && sp.kind != "recurrent")
         bad("state " + sp.input + " has kind '" + sp.kind + "'; this edgecpm runs ('kv', 'conv', 'recurrent')");
-      if (sp.dtype != "float32") bad("state " + sp.input + " has dtype " + sp.dtype + "; this edgecpm runs float32 states");
+      if (sp.dtype != "float32" && !(sp.kind == "kv" && sp.dtype == "float16"))
+        bad("state " + sp.input + " has dtype " + sp.dtype + "; this edgecpm runs float32 states (float16 for kv)");
       m.state.push_back(sp);
     }
     const Json& t = raw["tokenizer"];

@@ -6,12 +6,14 @@
 
 namespace edgecpm {
 
-Buffer::Buffer(const std::vector<int64_t>& dims, const Ort::MemoryInfo& mem) {
+Buffer::Buffer(const std::vector<int64_t>& dims, const Ort::MemoryInfo& mem, bool half) {
   n = 1;
   for (auto d : dims) n *= static_cast<size_t>(d);
-  data.reset(static_cast<float*>(std::calloc(n ? n : 1, sizeof(float))));
-  if (!data) throw Error(EDGECPM_ERR_INTERNAL, "out of memory allocating a state buffer of " + std::to_string(n * 4) + " bytes");
-  value = Ort::Value::CreateTensor<float>(mem, data.get(), n, dims.data(), dims.size());
+  const size_t elem = half ? 2 : sizeof(float);
+  data.reset(static_cast<float*>(std::calloc(n ? n : 1, elem)));
+  if (!data) throw Error(EDGECPM_ERR_INTERNAL, "out of memory allocating a state buffer of " + std::to_string(n * elem) + " bytes");
+  auto type = half ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  value = Ort::Value::CreateTensor(mem, data.get(), n * elem, dims.data(), dims.size(), type);
 }
 
 size_t Snapshot::nbytes() const {
@@ -24,7 +26,7 @@ State::State(const std::vector<StateSpec>& specs, int64_t ctx) {
   auto mem = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
   for (const auto& s : specs) {
     if (s.kind == "kv") {
-      kv_.push_back({&s, std::make_unique<Buffer>(s.dims(ctx), mem)});
+      kv_.push_back({&s, std::make_unique<Buffer>(s.dims(ctx), mem, s.dtype == "float16")});
     } else {
       Fixed f{&s, {std::make_unique<Buffer>(s.dims(ctx), mem), std::make_unique<Buffer>(s.dims(ctx), mem)}};
       fixed_.push_back(std::move(f));

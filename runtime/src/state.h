@@ -16,10 +16,10 @@
 namespace edgecpm {
 
 struct Buffer {  // zeroed lazily (calloc): untouched KV pages cost no memory
-  std::unique_ptr<float, void (*)(void*)> data{nullptr, std::free};
-  size_t n = 0;
+  std::unique_ptr<float, void (*)(void*)> data{nullptr, std::free};  // float32; a float16 KV buffer: raw bits
+  size_t n = 0;  // elements
   Ort::Value value{nullptr};
-  Buffer(const std::vector<int64_t>& dims, const Ort::MemoryInfo& mem);
+  Buffer(const std::vector<int64_t>& dims, const Ort::MemoryInfo& mem, bool half = false);
 };
 
 struct Snapshot {
