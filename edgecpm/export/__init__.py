@@ -131,7 +131,6 @@ def _write(src, tok_src, arch, args, q: Quantization, ctx: int, tmp: Path, quiet
 def written_recipe(c, q: Quantization, quiet: bool) -> Quantization:
     """The recipe as written: for a GGUF carry-over, the head/embedding bits the blocks took and the
     types kept; a note for the source tensors that had to be re-quantized."""
-
     if q.method != "gguf":
         return q
     kept = set(c.carried)
