@@ -37,10 +37,14 @@ def run_json(*args, **kw) -> dict:
     return json.loads(run(*args, "--json", **kw).stdout)
 
 
+LOG = C.CFUNCTYPE(None, C.c_char_p, C.c_void_p)
+
+
 class OpenOptions(C.Structure):
     _fields_ = [("struct_size", C.c_uint32), ("threads", C.c_int32), ("context", C.c_int32), ("providers", C.c_char_p),
                 ("recurrent_kernel", C.c_char_p), ("ops_library", C.c_char_p), ("verify_hashes", C.c_int32),
-                ("report_placement", C.c_int32)]
+                ("report_placement", C.c_int32), ("qnn_library", C.c_char_p), ("qnn_backend_path", C.c_char_p),
+                ("strict", C.c_int32), ("log", LOG), ("log_user", C.c_void_p)]
 
 
 class GenParams(C.Structure):
@@ -84,6 +88,8 @@ def lib():
         "edgecpm_last_tokens": (C.c_int, [vp, C.POINTER(i32p), C.POINTER(sz)]),
         "edgecpm_get_stats": (C.c_int, [vp, C.POINTER(Stats)]),
         "edgecpm_reset": (C.c_int, [vp]),
+        "edgecpm_feed": (C.c_int, [vp, i32p, sz, C.c_int32, C.POINTER(C.c_float)]),
+        "edgecpm_model_info": (C.c_int, [vp, C.POINTER(vp), i32p, i32p]),
         "edgecpm_snapshot_take": (C.c_int, [vp, C.POINTER(vp)]),
         "edgecpm_snapshot_restore": (C.c_int, [vp, vp]),
         "edgecpm_snapshot_free": (None, [vp]),
@@ -102,11 +108,18 @@ def lib():
 class Model:
     """One native model through the C API (ctypes)."""
 
-    def __init__(self, artifact, context: int = 0, recurrent_kernel: str = "auto"):
+    def __init__(self, artifact, context: int = 0, recurrent_kernel: str = "auto", providers: str | None = None,
+                 qnn_library: str | None = None, strict: bool = False, report_placement: bool = False, log=None):
+        """log: called with each one-line notice of the open."""
         self.L = lib()
         o = OpenOptions()
         self.L.edgecpm_open_options_default(C.byref(o))
         o.context, o.recurrent_kernel = context, recurrent_kernel.encode()
+        o.providers = providers.encode() if providers else None
+        o.qnn_library = qnn_library.encode() if qnn_library else None
+        o.strict, o.report_placement = int(strict), int(report_placement)
+        self._log = LOG(lambda line, _: log(line.decode())) if log else LOG()  # kept alive while open runs
+        o.log = self._log
         self.h = C.c_void_p()
         self._check(self.L.edgecpm_open(str(artifact).encode(), C.byref(o), C.byref(self.h)))
 
@@ -200,6 +213,22 @@ class Model:
 
     def reset(self):
         self._check(self.L.edgecpm_reset(self.h))
+
+    def feed(self, ids: list[int]):
+        """Feed tokens after the state; the logits [vocab] after the last one (numpy)."""
+        import numpy as np
+
+        vocab = C.c_int32()
+        self._check(self.L.edgecpm_model_info(self.h, None, None, C.byref(vocab)))
+        out = np.zeros(vocab.value, np.float32)
+        arr = (C.c_int32 * len(ids))(*ids)
+        self._check(self.L.edgecpm_feed(self.h, arr, len(ids), 0, out.ctypes.data_as(C.POINTER(C.c_float))))
+        return out
+
+    def placement(self) -> str:
+        p = C.c_void_p()
+        self._check(self.L.edgecpm_model_info(self.h, C.byref(p), None, None))
+        return self._take_string(p)
 
     def snapshot(self):
         s = C.c_void_p()

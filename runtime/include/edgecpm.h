@@ -63,15 +63,26 @@ EDGECPM_API const char* edgecpm_last_error(void);
 /* Frees a string or array returned by this library. NULL is fine. */
 EDGECPM_API void edgecpm_free(void* p);
 
+/* A one-line notice (UTF-8, no newline) and the caller's pointer; called on the thread that opens. */
+typedef void (*edgecpm_log_fn)(const char* line, void* user);
+
 typedef struct edgecpm_open_options {
   uint32_t struct_size;
   int32_t threads;              /* intra-op threads; 0 = onnxruntime's default */
-  int32_t context;              /* tokens to allocate; 0 = min(4096, the artifact's context) */
+  int32_t context;              /* tokens to allocate; 0 = min(4096, the artifact's context); NPU artifact: its context */
   const char* providers;        /* comma list in order, e.g. "xnnpack,cpu"; NULL = "cpu". CPU is always the fallback */
   const char* recurrent_kernel; /* "auto" | "function" | "ort" | "native"; NULL = "auto" */
   const char* ops_library;      /* libedgecpm_ops path for "native"; NULL = $EDGECPM_NATIVE_OPS */
   int32_t verify_hashes;        /* 1 = check every file's sha256 (sizes are always checked) */
   int32_t report_placement;     /* 1 = record where onnxruntime placed the nodes (edgecpm_model_info) */
+  /* QNN (NPU artifacts, provider "qnn"): the plugin EP library (onnxruntime-qnn's
+   * libonnxruntime_providers_qnn.so); NULL = $EDGECPM_QNN_LIBRARY, else onnxruntime's built-in QNN EP
+   * where it has one (the onnxruntime-android-qnn AAR). */
+  const char* qnn_library;
+  const char* qnn_backend_path; /* NULL = $EDGECPM_QNN_BACKEND, else libQnnHtp.so beside qnn_library (or by name) */
+  int32_t strict;               /* 1 = every node on the requested provider, else the open fails (no CPU fallback) */
+  edgecpm_log_fn log;           /* one-line notices while opening (e.g. "running the NPU graphs on the CPU"); NULL = none */
+  void* log_user;               /* passed to log */
 } edgecpm_open_options;
 
 EDGECPM_API void edgecpm_open_options_default(edgecpm_open_options* o);
@@ -81,7 +92,8 @@ EDGECPM_API edgecpm_status edgecpm_open(const char* artifact_dir, const edgecpm_
                                         edgecpm_model** out);
 EDGECPM_API void edgecpm_close(edgecpm_model* model);
 
-/* Where the graph's nodes went: "CPUExecutionProvider 612" lines; and the context allocated. */
+/* Where the graph's nodes went: "CPUExecutionProvider 612" lines (an NPU artifact: one line per graph,
+ * "decode: QNNExecutionProvider 1, QNN graph nodes 790; context cached in PATH") and the notices; the context. */
 EDGECPM_API edgecpm_status edgecpm_model_info(const edgecpm_model* model, char** placement, int32_t* context,
                                               int32_t* vocab_size);
 

@@ -12,7 +12,7 @@
 #include "tokenizer.h"
 
 struct edgecpm_model {
-  std::unique_ptr<edgecpm::Engine> engine;
+  std::unique_ptr<edgecpm::Engine> engine;  // CpuEngine or NpuEngine, by the manifest's target
   std::unique_ptr<edgecpm::Tokenizer> tokenizer;
   edgecpm::GenResult last;
 };
@@ -168,8 +168,12 @@ edgecpm_status edgecpm_open(const char* artifact_dir, const edgecpm_open_options
     eo.ops_library = o.ops_library ? o.ops_library : "";
     eo.verify_hashes = o.verify_hashes != 0;
     eo.report_placement = o.report_placement != 0;
+    eo.qnn_library = o.qnn_library ? o.qnn_library : "";
+    eo.qnn_backend_path = o.qnn_backend_path ? o.qnn_backend_path : "";
+    eo.strict = o.strict != 0;
+    if (o.log) eo.log = [fn = o.log, user = o.log_user](const std::string& line) { fn(line.c_str(), user); };
     auto m = std::make_unique<edgecpm_model>();
-    m->engine = std::make_unique<edgecpm::Engine>(artifact_dir, eo);
+    m->engine = edgecpm::open_engine(artifact_dir, eo);
     m->tokenizer = std::make_unique<edgecpm::Tokenizer>(artifact_dir, m->engine->manifest);
     *out = m.release();
   });

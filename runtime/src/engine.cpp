@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "memory.h"
+#include "npu_engine.h"
 
 namespace edgecpm {
 
@@ -22,7 +23,8 @@ std::mutex g_log_mu;
 std::string* g_capture = nullptr;
 void ORT_API_CALL log_sink(void*, OrtLoggingLevel severity, const char*, const char*, const char*, const char* message) {
   std::lock_guard<std::mutex> lock(g_log_mu);
-  if (g_capture && std::strstr(message, "placed on [")) {
+  if (g_capture && (std::strstr(message, "placed on [") || std::strstr(message, "Validation PASSED for") ||
+                    std::strstr(message, "Validation FAILED for"))) {
     *g_capture += message;
     *g_capture += '\n';
   }
@@ -76,15 +78,70 @@ std::string library_dir() {
   return ".";
 }
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+int64_t cpu_context(const Manifest& m, int context) {
+  const int64_t want = context > 0 ? context : std::min<int64_t>(m.context_length, kDefaultContext);
+  return std::min<int64_t>(want, m.context_length);
+}
 }  // namespace
 
-Engine::Engine(const std::string& folder_, const EngineOptions& o)
-    : folder(folder_), manifest((init_ort(), load_manifest(folder_, o.verify_hashes))),
-      ctx(std::min<int64_t>(o.context > 0 ? o.context : std::min<int64_t>(manifest.context_length, kDefaultContext),
-                            manifest.context_length)),
-      state(manifest.state, ctx) {
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+void capture_log(std::string* into) {
+  std::lock_guard<std::mutex> lock(g_log_mu);
+  g_capture = into;
+}
+
+// "... placed on [CPUExecutionProvider]. Number of nodes: 612" -> "CPUExecutionProvider 612"
+std::string placement_lines(const std::string& captured) {
+  std::string out;
+  for (size_t at = captured.find("placed on ["); at != std::string::npos; at = captured.find("placed on [", at + 1)) {
+    size_t name = at + 11, close = captured.find(']', name);
+    size_t num = captured.find("Number of nodes: ", close);
+    size_t eol = captured.find('\n', name);
+    if (close == std::string::npos || num == std::string::npos || num > eol) continue;
+    num += 17;
+    size_t end = num;
+    while (end < captured.size() && isdigit(static_cast<unsigned char>(captured[end]))) ++end;
+    out += captured.substr(name, close - name) + " " + captured.substr(num, end - num) + "\n";
+  }
+  return out;
+}
+
+std::unique_ptr<Engine> open_engine(const std::string& folder, const EngineOptions& o) {
   init_ort();
+  Manifest m = load_manifest(folder, o.verify_hashes);
+  if (m.target == "npu") return std::make_unique<NpuEngine>(folder, m, o);
+  return std::make_unique<CpuEngine>(folder, m, o);
+}
+
+Engine::Engine(const std::string& folder_, const Manifest& m, int64_t ctx_, int64_t rows)
+    : folder(folder_), manifest(m), ctx(ctx_), state(manifest.state, rows) {}
+
+void Engine::check_tokens(const int64_t* ids, size_t n) const {
+  const size_t total = state.pos() + n;
+  if (n == 0) throw Error(EDGECPM_ERR_INVALID_ARGUMENT, "a step needs at least one token");
+  if (static_cast<int64_t>(total) > ctx)
+    throw Error(EDGECPM_ERR_CONTEXT_OVERFLOW, std::to_string(total) + " tokens exceed the context of " +
+                std::to_string(ctx) + "; start a new chat (reset) or open with a larger context");
+  for (size_t i = 0; i < n; ++i)
+    if (ids[i] < 0 || ids[i] >= manifest.vocab_size)
+      throw Error(EDGECPM_ERR_INVALID_ARGUMENT, "token id " + std::to_string(ids[i]) + " is outside the vocabulary");
+}
+
+void Engine::check_prompt(size_t n) const {
+  if (n == 0) throw Error(EDGECPM_ERR_INVALID_ARGUMENT, "prefill needs at least one token");
+  if (static_cast<int64_t>(state.pos() + n) > ctx)
+    throw Error(EDGECPM_ERR_CONTEXT_OVERFLOW, "the prompt (" + std::to_string(state.pos() + n) +
+                " tokens) exceeds the context of " + std::to_string(ctx) + "; shorten it or open with a larger context");
+}
+
+void Engine::notice(const EngineOptions& o, const std::string& line) {
+  placement += line + "\n";
+  if (o.log) o.log(line);
+}
+
+CpuEngine::CpuEngine(const std::string& folder_, const Manifest& m, const EngineOptions& o)
+    : Engine(folder_, m, cpu_context(m, o.context), cpu_context(m, o.context)) {
   mem_ = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
   session_ = open(o);
   release_file_pages(folder + "/" + kWeightsFile);  // repacked at load: the file's pages go back
@@ -96,7 +153,7 @@ Engine::Engine(const std::string& folder_, const EngineOptions& o)
   state.bind_kv(io_);
 }
 
-Ort::Session Engine::open(const EngineOptions& o) {
+Ort::Session CpuEngine::open(const EngineOptions& o) {
   const std::string path = folder + "/" + kModelFile;
   auto make_options = [&](bool cpu_only, std::string* notes) {
     Ort::SessionOptions so;
@@ -133,6 +190,9 @@ Ort::Session Engine::open(const EngineOptions& o) {
         try {
           so.AppendExecutionProvider(name, {});
         } catch (const std::exception& e) {
+          if (o.strict)
+            throw Error(EDGECPM_ERR_RUNTIME, "execution provider " + p + " is not available in this onnxruntime (" +
+                        first_line(e.what()) + "; strict: no CPU fallback)");
           *notes += "execution provider " + p + " is not available in this onnxruntime (" + first_line(e.what()) +
                     "); falling back to CPU\n";
         }
@@ -145,14 +205,14 @@ Ort::Session Engine::open(const EngineOptions& o) {
   for (const auto& p : o.providers) only_cpu &= provider_name(p) == "CPUExecutionProvider";
   auto create = [&](bool cpu_only) {
     Ort::SessionOptions so = make_options(cpu_only, &notes);
-    if (o.report_placement) { std::lock_guard<std::mutex> l(g_log_mu); g_capture = &captured; }
+    if (o.strict && !cpu_only) so.AddConfigEntry("session.disable_cpu_ep_fallback", "1");
+    if (o.report_placement) capture_log(&captured);
     try {
       Ort::Session s(ort_env(), path.c_str(), so);
-      { std::lock_guard<std::mutex> l(g_log_mu); g_capture = nullptr; }
+      capture_log(nullptr);
       return s;
     } catch (...) {
-      std::lock_guard<std::mutex> l(g_log_mu);
-      g_capture = nullptr;
+      capture_log(nullptr);
       throw;
     }
   };
@@ -161,37 +221,22 @@ Ort::Session Engine::open(const EngineOptions& o) {
     try {
       s = create(only_cpu);
     } catch (const Ort::Exception& e) {
-      if (only_cpu) throw;
+      if (only_cpu || o.strict) throw;
       notes += "the requested providers refused the model (" + first_line(e.what()) + "); falling back to CPU\n";
       s = create(true);
     }
   } catch (const Ort::Exception& e) {
     throw Error(EDGECPM_ERR_RUNTIME, "onnxruntime cannot load " + path + ": " + first_line(e.what()));
   }
-  // "... placed on [CPUExecutionProvider]. Number of nodes: 612" -> "CPUExecutionProvider 612"
-  for (size_t at = captured.find("placed on ["); at != std::string::npos; at = captured.find("placed on [", at + 1)) {
-    size_t name = at + 11, close = captured.find(']', name);
-    size_t num = captured.find("Number of nodes: ", close);
-    size_t eol = captured.find('\n', name);
-    if (close == std::string::npos || num == std::string::npos || num > eol) continue;
-    num += 17;
-    size_t end = num;
-    while (end < captured.size() && isdigit(static_cast<unsigned char>(captured[end]))) ++end;
-    placement += captured.substr(name, close - name) + " " + captured.substr(num, end - num) + "\n";
-  }
-  placement += notes;
+  placement += placement_lines(captured);
+  for (size_t at = 0, eol; (eol = notes.find('\n', at)) != std::string::npos; at = eol + 1)
+    notice(o, notes.substr(at, eol - at));
   return s;
 }
 
-const float* Engine::step(const int64_t* ids, size_t n) {
+const float* CpuEngine::step(const int64_t* ids, size_t n) {
+  check_tokens(ids, n);
   const size_t total = state.pos() + n;
-  if (n == 0) throw Error(EDGECPM_ERR_INVALID_ARGUMENT, "a step needs at least one token");
-  if (static_cast<int64_t>(total) > ctx)
-    throw Error(EDGECPM_ERR_CONTEXT_OVERFLOW, std::to_string(total) + " tokens exceed the context of " +
-                std::to_string(ctx) + "; start a new chat (reset) or open with a larger context");
-  for (size_t i = 0; i < n; ++i)
-    if (ids[i] < 0 || ids[i] >= manifest.vocab_size)
-      throw Error(EDGECPM_ERR_INVALID_ARGUMENT, "token id " + std::to_string(ids[i]) + " is outside the vocabulary");
   ids_.assign(ids, ids + n);
   seqlens_ = static_cast<int32_t>(total - 1);
   total_ = static_cast<int32_t>(total);
@@ -216,11 +261,8 @@ const float* Engine::step(const int64_t* ids, size_t n) {
   return logits_.data();
 }
 
-const float* Engine::prefill(const std::vector<int32_t>& tokens, int chunk) {
-  if (tokens.empty()) throw Error(EDGECPM_ERR_INVALID_ARGUMENT, "prefill needs at least one token");
-  if (static_cast<int64_t>(state.pos() + tokens.size()) > ctx)
-    throw Error(EDGECPM_ERR_CONTEXT_OVERFLOW, "the prompt (" + std::to_string(state.pos() + tokens.size()) +
-                " tokens) exceeds the context of " + std::to_string(ctx) + "; shorten it or open with a larger context");
+const float* CpuEngine::prefill(const std::vector<int32_t>& tokens, int chunk) {
+  check_prompt(tokens.size());
   if (chunk <= 0) chunk = 512;
   const float* logits = nullptr;
   std::vector<int64_t> ids(tokens.begin(), tokens.end());

@@ -99,6 +99,24 @@ struct Sha256 {
     return std::string(out, 64);
   }
 };
+
+// `target` ("cpu" | "npu") and `graphs` {name: {file, tokens}}: an NPU artifact has graphs, a CPU one none.
+void read_target(const Json& raw, const std::string& path, Manifest* m) {
+  if (raw.has("target")) m->target = raw["target"].as_str();
+  if (raw.has("graphs")) {
+    if (raw["graphs"].kind != Json::Object) throw std::runtime_error("'graphs' must be a JSON object");
+    for (const auto& g : raw["graphs"].obj) {
+      GraphSpec spec{g.second["file"].as_str(), g.second["tokens"].as_int()};
+      if (spec.tokens < 1) throw std::runtime_error("graph " + g.first + " has tokens < 1");
+      m->graphs[g.first] = spec;
+    }
+  }
+  if ((m->target != "cpu" && m->target != "npu") || (m->target == "npu") == m->graphs.empty()) {
+    std::string names;
+    for (const auto& g : m->graphs) names += (names.empty() ? "'" : ", '") + g.first + "'";
+    bad(path + " has target '" + m->target + "' with graphs [" + names + "]; re-export the artifact");
+  }
+}
 }  // namespace
 
 std::string sha256_file(const std::string& path) {
@@ -132,9 +150,6 @@ Manifest load_manifest(const std::string& folder, bool verify_hashes) {
   if (version != std::to_string(kFormatVersion))
     bad("artifact format version " + version + " is not supported by this edgecpm (it reads version " +
         std::to_string(kFormatVersion) + "); re-export it with this edgecpm's `edgecpm export`");
-  if (raw.has("target") && raw["target"].kind == Json::String && raw["target"].str != "cpu")
-    bad(path + " is an NPU artifact (target " + raw["target"].str + "); this native runtime runs CPU artifacts only: "
-        "run it with the Python runtime (edgecpm chat ARTIFACT --provider qnn)");
   Manifest m;
   try {
     m.architecture = raw["architecture"].as_str();
@@ -164,16 +179,17 @@ Manifest load_manifest(const std::string& folder, bool verify_hashes) {
       m.has_chat_template = true;
     }
     if (raw.has("operators")) for (const Json& o : raw["operators"].arr) m.operators.push_back(o.as_str());
-    if (raw.has("files")) {
-      for (const auto& kv : raw["files"].obj) {
-        std::string p = folder + "/" + kv.first;
-        long long size = 0;
-        if (!is_file(p, &size)) bad("artifact file " + p + " is missing; re-export the artifact");
-        if (size != kv.second["bytes"].as_int())
-          bad("artifact file " + p + " has the wrong size (corrupted or truncated); re-export the artifact");
-        if (verify_hashes && sha256_file(p) != kv.second["sha256"].as_str())
-          bad("artifact file " + p + " fails its sha256 check (corrupted); re-export the artifact");
-      }
+    read_target(raw, path, &m);
+    if (raw.has("files"))
+      for (const auto& kv : raw["files"].obj) m.files[kv.first] = {kv.second["bytes"].as_int(), kv.second["sha256"].as_str()};
+    for (const auto& f : m.files) {
+      std::string p = folder + "/" + f.first;
+      long long size = 0;
+      if (!is_file(p, &size)) bad("artifact file " + p + " is missing; re-export the artifact");
+      if (size != f.second.bytes)
+        bad("artifact file " + p + " has the wrong size (corrupted or truncated); re-export the artifact");
+      if (verify_hashes && sha256_file(p) != f.second.sha256)
+        bad("artifact file " + p + " fails its sha256 check (corrupted); re-export the artifact");
     }
   } catch (const Error&) {
     throw;

@@ -1,6 +1,7 @@
 // The artifact contract (docs/artifact.md, edgecpm/contract.py), read without Python.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,10 @@ constexpr const char* kSeqlensK = "seqlens_k";                // [1] int32: toke
 constexpr const char* kTotalSeqLen = "total_sequence_length";  // [] int32: tokens after this step
 constexpr const char* kLogitsIndices = "logits_indices";      // [n] int64
 constexpr const char* kLogits = "logits";                     // [1, n, vocab] float32
+// NPU graphs (target "npu"): static T tokens per step
+constexpr const char* kPositionIds = "position_ids";          // [1, T] int64: pos .. pos + T - 1
+constexpr const char* kAttentionMask = "attention_mask";      // [1, 1, T, ctx + T] float32, additive
+constexpr float kMaskValue = -100.f;                          // "not attended" in attention_mask
 
 struct StateSpec {
   std::string input, output, kind;  // kind: kv | conv | recurrent
@@ -25,6 +30,16 @@ struct StateSpec {
   bool per_token() const;
   std::vector<int64_t> dims(int64_t ctx) const;
   size_t elements(int64_t ctx) const;
+};
+
+struct GraphSpec {  // one static graph of an NPU artifact
+  std::string file;
+  int64_t tokens = 0;  // T: tokens per step
+};
+
+struct FileEntry {
+  long long bytes = 0;
+  std::string sha256;
 };
 
 struct Manifest {
@@ -37,6 +52,9 @@ struct Manifest {
   std::string chat_template;            // empty = none
   bool has_chat_template = false;
   std::vector<std::string> operators;   // ai.edgecpm ops the graph uses
+  std::string target = "cpu";           // "cpu": model.onnx; "npu": the static graphs below
+  std::map<std::string, GraphSpec> graphs;  // "decode" (T = 1), "prefill" (T = chunk)
+  std::map<std::string, FileEntry> files;   // every file the manifest lists
 };
 
 // Reads and checks folder/edgecpm.json and the files it lists (size; sha256 when verify_hashes).

@@ -40,6 +40,10 @@ class State {
   bool truncate(size_t n);  // roll back to n tokens; possible without a snapshot only for pure-KV models
   Snapshot snapshot() const;
   void restore(const Snapshot& s);
+  // The KV buffers [1, kv_heads, rows, head_dim], for engines whose graphs return only the new rows (NPU).
+  size_t kv_count() const { return kv_.size(); }
+  const StateSpec& kv_spec(size_t i) const { return *kv_[i].spec; }
+  Buffer& kv_buffer(size_t i) { return *kv_[i].buf; }
   std::vector<int32_t> tokens;
 
  private:

@@ -2,7 +2,10 @@
 //   edgecpm-run ARTIFACT -p PROMPT [-m N] [--temp T] [--top-p P] [--top-k K] [--min-p P]
 //               [--repetition-penalty R] [--seed S] [--stop S]... [--chat] [--system S] [--context N]
 //               [--threads N] [--provider NAME]... [--recurrent-kernel K] [--prefill-chunk N] [--verify] [--json] [--bench]
+//               [--qnn-library PATH] [--qnn-backend PATH] [--strict] [--placement]
 // Prints the generated text as it streams (--json: one JSON object with text, tokens and stats instead).
+// Notices from the open (a provider fallback) go to stderr, one line each; --placement also prints where
+// the nodes went (and an NPU artifact's context cache) there. --json adds load_ms (the open).
 // --bench: prefill (128, 512 tokens) and decode (64 tokens) tok/s, medians of 3, and peak RSS.
 #include <sys/resource.h>
 
@@ -21,7 +24,8 @@ namespace {
 int usage(const char* msg) {
   std::fprintf(stderr, "edgecpm-run: %s\nusage: edgecpm-run ARTIFACT -p PROMPT [-m N] [--temp T] [--top-p P] [--top-k K] "
                "[--min-p P] [--repetition-penalty R] [--seed S] [--stop S] [--chat] [--system S] [--context N] "
-               "[--threads N] [--provider NAME] [--recurrent-kernel K] [--prefill-chunk N] [--verify] [--json] [--bench]\n", msg);
+               "[--threads N] [--provider NAME] [--recurrent-kernel K] [--prefill-chunk N] [--verify] [--json] [--bench] "
+               "[--qnn-library PATH] [--qnn-backend PATH] [--strict] [--placement]\n", msg);
   return 2;
 }
 
@@ -48,6 +52,24 @@ int print_piece(const char* piece, size_t len, int32_t, void*) {
   std::fwrite(piece, 1, len, stdout);
   std::fflush(stdout);
   return 0;
+}
+
+void print_notice(const char* line, void* logged) {
+  std::fprintf(stderr, "%s\n", line);
+  static_cast<std::string*>(logged)->append(line).append("\n");
+}
+
+// The placement lines the notices did not already print.
+void print_placement(edgecpm_model* m, const std::string& logged) {
+  char* lines = nullptr;
+  if (edgecpm_model_info(m, &lines, nullptr, nullptr) != EDGECPM_OK) return;
+  for (const char* line = lines; *line;) {
+    const char* end = std::strchr(line, '\n');
+    std::string l(line, end ? end - line : std::strlen(line));
+    if (logged.find(l + "\n") == std::string::npos) std::fprintf(stderr, "%s\n", l.c_str());
+    line = end ? end + 1 : line + l.size();
+  }
+  edgecpm_free(lines);
 }
 
 double seconds() {
@@ -125,7 +147,7 @@ int bench(edgecpm_model* m, int chunk, bool json) {
 int main(int argc, char** argv) {
   const char* artifact = nullptr;
   std::string prompt, system, providers, kernel = "auto";
-  bool have_prompt = false, chat = false, json = false, do_bench = false, have_system = false;
+  bool have_prompt = false, chat = false, json = false, do_bench = false, have_system = false, placement = false;
   std::vector<std::string> stops;
   edgecpm_gen_params gp;
   edgecpm_gen_params_default(&gp);
@@ -155,6 +177,10 @@ int main(int argc, char** argv) {
     else if (a == "--threads") { if (!num(&d)) return usage("--threads needs a number"); oo.threads = static_cast<int32_t>(d); }
     else if (a == "--provider") { const char* v = next(); if (!v) return usage("--provider needs a name"); providers += std::string(providers.empty() ? "" : ",") + v; }
     else if (a == "--recurrent-kernel") { const char* v = next(); if (!v) return usage("--recurrent-kernel needs a name"); kernel = v; }
+    else if (a == "--qnn-library") { const char* v = next(); if (!v) return usage("--qnn-library needs a path"); oo.qnn_library = v; }
+    else if (a == "--qnn-backend") { const char* v = next(); if (!v) return usage("--qnn-backend needs a path"); oo.qnn_backend_path = v; }
+    else if (a == "--strict") oo.strict = 1;
+    else if (a == "--placement") placement = true;
     else if (a == "--stop") { const char* v = next(); if (!v) return usage("--stop needs a string"); stops.push_back(v); }
     else if (a == "--system") { const char* v = next(); if (!v) return usage("--system needs a string"); system = v; have_system = true; }
     else if (a == "--chat") chat = true;
@@ -175,22 +201,16 @@ int main(int argc, char** argv) {
   gp.n_stop = stop_ptrs.size();
   oo.providers = providers.empty() ? nullptr : providers.c_str();
   oo.recurrent_kernel = kernel.c_str();
-  oo.report_placement = do_bench ? 1 : 0;
+  oo.report_placement = do_bench || placement ? 1 : 0;
+  std::string logged;
+  oo.log = print_notice;  // say when a requested execution provider was not used (the Python CLI does too)
+  oo.log_user = &logged;
   edgecpm_model* m = nullptr;
+  const double t_open = seconds();
   edgecpm_status st = edgecpm_open(artifact, &oo, &m);
   if (st) return fail(st);
-  {  // say when a requested execution provider was not used (the Python CLI does too)
-    char* notes = nullptr;
-    if (edgecpm_model_info(m, &notes, nullptr, nullptr) == EDGECPM_OK && notes) {
-      for (const char* line = notes; *line;) {
-        const char* end = std::strchr(line, '\n');
-        std::string l(line, end ? end - line : std::strlen(line));
-        if (l.find("falling back") != std::string::npos) std::fprintf(stderr, "%s\n", l.c_str());
-        line = end ? end + 1 : line + l.size();
-      }
-    }
-    edgecpm_free(notes);
-  }
+  const double load_ms = (seconds() - t_open) * 1e3;
+  if (placement) print_placement(m, logged);
   int rc = 0;
   if (do_bench) {
     rc = bench(m, gp.prefill_chunk, json);
@@ -217,9 +237,9 @@ int main(int argc, char** argv) {
       std::string toks;
       for (size_t i = 0; i < n; ++i) toks += (i ? ", " : "") + std::to_string(ids[i]);
       std::printf("{\"text\": %s, \"tokens\": [%s], \"finish_reason\": \"%s\", \"prompt_tokens\": %d, "
-                  "\"generated_tokens\": %d, \"prefill_tps\": %.2f, \"decode_tps\": %.2f}\n",
+                  "\"generated_tokens\": %d, \"prefill_tps\": %.2f, \"decode_tps\": %.2f, \"load_ms\": %.1f}\n",
                   quote(text).c_str(), toks.c_str(), reasons[s.finish_reason & 3], s.prompt_tokens, s.generated_tokens,
-                  s.prefill_tps, s.decode_tps);
+                  s.prefill_tps, s.decode_tps, load_ms);
       edgecpm_free(ids);
     } else {
       std::printf("\n");
