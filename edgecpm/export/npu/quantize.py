@@ -41,10 +41,11 @@ class Replay:
                 ATTENTION_MASK: npu_mask(pos, T, self.ctx), **{k: v.copy() for k, v in self.values.items()}}
 
     def step(self, tokens: list[int]) -> dict[str, np.ndarray]:
-        """Feed T tokens; returns the feeds used (for the calibrator)."""
+        """Feed T tokens; returns the feeds used (for the calibrator). The outputs (logits and
+        states) are kept in self.outputs."""
         feeds = self.feeds(tokens)
-        names = [s.output for s in self.specs]
-        outs = dict(zip(names, self.session.run(names, feeds)))
+        names = [LOGITS] + [s.output for s in self.specs]
+        outs = self.outputs = dict(zip(names, self.session.run(names, feeds)))
         for s in self.specs:
             if s.kind == "kv":  # new rows [1, kv, T, hd] -> the buffer at pos
                 self.values[s.input][:, :, self.pos : self.pos + self.T] = outs[s.output]

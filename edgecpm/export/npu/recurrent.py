@@ -1,9 +1,9 @@
 """Linear layers in plain ops for NPU graphs: the depthwise causal conv and the gated delta rule.
 
 The HTP has no Loop/Scan and no ai.edgecpm op, so over the step's T tokens (1 for decode, the
-prefill chunk for prefill) the conv is K shifted slices times its taps and the recurrence is
-unrolled: T small MatMul/Mul/Add updates of the state. States are the CPU artifact's
-(conv [1, C, K-1], recurrent [1, H, dk, dv]) and are graph I/O.
+prefill chunk for prefill) the conv is K shifted slices times its taps; the recurrence is one
+MatMul/Mul/Add update of the state for T = 1 and the chunked matmul form (chunked.py) for T > 1.
+States are the CPU artifact's (conv [1, C, K-1], recurrent [1, H, dk, dv]) and are graph I/O.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgecpm.contract import StateSpec
+from edgecpm.export.npu import chunked
 from edgecpm.export.npu.blocks import F32, NpuCtx
 
 
@@ -60,12 +61,17 @@ def _steps(c: NpuCtx, x: str, heads: int, dim: int, axis: int, name: str) -> lis
 
 def gated_delta(c: NpuCtx, layer: int, q: str, k: str, v: str, decay: str, beta: str, *, heads: int, dk: int,
                 dv: int, name: str) -> str:
-    """The gated delta rule, unrolled over T. q, k [1, T, H*dk] (heads already matched to v's), v [1, T, H*dv],
-    decay (log, g) and beta [1, T, H] -> [1, T, H*dv]. Per step: S *= e^g; S += k^T (beta (v - k S));
-    o = q S / sqrt(dk)."""
+    """The gated delta rule. q, k [1, T, H*dk] (heads already matched to v's), v [1, T, H*dv], decay (log, g)
+    and beta [1, T, H] -> [1, T, H*dv]. Per step: S *= e^g; S += k^T (beta (v - k S)); o = q S / sqrt(dk).
+    T = 1 (decode): that step in plain ops; T > 1 (prefill): the chunked matmul form (chunked.py)."""
     g, T = c.g, c.T
     S, spec = fixed_state(c, layer, "recurrent", (1, heads, dk, dv))  # [1, H, dk, dv]
-    qs = _steps(c, g.op("Mul", q, g.const("gdn_scale", [dk ** -0.5], np.float32)), heads, dk, 2, f"{name}.q")
+    q = g.op("Mul", q, g.const("gdn_scale", [dk ** -0.5], np.float32))
+    if T > 1:
+        o, S = chunked.gated_delta_chunked(c, S, q, k, v, decay, beta, heads=heads, dk=dk, dv=dv)
+        c.g.output(S, spec.output, F32, list(spec.shape))
+        return o
+    qs = _steps(c, q, heads, dk, 2, f"{name}.q")
     ks, kts = _steps(c, k, heads, dk, 2, f"{name}.k"), _steps(c, k, heads, dk, 3, f"{name}.kt")
     vs = _steps(c, v, heads, dv, 2, f"{name}.v")  # each [1, H, 1, dv]
     es = _steps(c, g.op("Exp", decay), heads, 1, 2, f"{name}.decay")  # each [1, H, 1, 1]
