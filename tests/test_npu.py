@@ -163,15 +163,6 @@ def test_cpu_recipe_flags_with_target_npu_are_a_one_line_error(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--q-bits" in r.stderr
 
 
-def test_native_runtime_refuses_an_npu_artifact_in_one_line(npu):
-    from native import BUILT, run
-
-    if not BUILT:
-        pytest.skip("native runtime not built: run `make native`")
-    r = run(npu("llama")[0], "-p", "hi", "-m", "1", check=False)
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "NPU artifact" in r.stderr
-
-
 def test_chat_on_the_npu_engine_reuses_its_state_and_equals_a_fresh_run(npu):
     """The NpuEngine serves ChatSession like the CPU engine (on the CPU here: the logic, not the EP)."""
     from edgecpm.runtime import ChatSession, Tokenizer, stream_generate
