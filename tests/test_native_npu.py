@@ -25,7 +25,7 @@ pytestmark = need_native
 
 QNN_MISSING = importlib.util.find_spec("onnxruntime_qnn") is None
 needs_qnn = pytest.mark.skipif(QNN_MISSING, reason="onnxruntime-qnn is not installed (pip install 'edgecpm[npu]')")
-CHUNKS = {"llama": 16, "lfm2": 16, "qwen3_5": 8}  # tests/test_npu.py's: Qwen3.5's prefill unrolls its GDN
+CHUNKS = {"llama": 16, "lfm2": 16, "qwen3_5": 8}  # as tests/test_npu.py (a small chunk keeps the HTP simulator quick)
 NOTICE = "running the NPU graphs on the CPU"
 PROMPT = "def f(x): return x + 1. The capital of France is Paris. Hello world, how are you today? def g(y):"
 
