@@ -85,22 +85,24 @@ def _quantize_rows(w: np.ndarray, bits: int, group: int, symmetric: bool):
 
 
 def quantize(w: np.ndarray, bits: int, group: int, symmetric: bool = True) -> QuantizedWeight:
-    """Quantize W [N, K] (fp32) into MatMulNBits tensors."""
+    """Quantize W [N, K] (fp32) into MatMulNBits tensors, ROW_CHUNK rows at a time into arrays
+    allocated once (a list of parts joined at the end would hold the result twice)."""
     check_recipe(bits, group)
     N, K = w.shape
     kb = -(-K // group)
-    Bs, Ss, Zs = [], [], []
+    B = np.empty((N, kb, group * bits // 8), np.uint8)  # [N, kb, blob]
+    S = np.empty((N, kb), np.float32)  # [N, kb]
+    Z = None if symmetric else np.empty((N, -(-kb * bits // 8)), np.uint8)  # [N, packed kb]
     for r in range(0, N, ROW_CHUNK):
         rows = np.asarray(w[r : r + ROW_CHUNK], np.float32)
         if kb * group != K:  # pad K with zeros to whole blocks
             rows = np.pad(rows, ((0, 0), (0, kb * group - K)))
         q, s, z = _quantize_rows(rows, bits, group, symmetric)
-        Bs.append(_pack(q, bits))  # [n, kb, blob]
-        Ss.append(s)
-        if z is not None:
-            Zs.append(_pack(z, bits))  # [n, ceil(kb*bits/8)]
-    zp = np.concatenate(Zs) if Zs else None
-    return QuantizedWeight(np.concatenate(Bs), np.concatenate(Ss), zp, bits, group, K)
+        B[r : r + len(rows)] = _pack(q, bits)
+        S[r : r + len(rows)] = s
+        if Z is not None:
+            Z[r : r + len(rows)] = _pack(z, bits)
+    return QuantizedWeight(B, S, Z, bits, group, K)
 
 
 def dequantize(qw: QuantizedWeight) -> np.ndarray:
