@@ -80,9 +80,28 @@ def _probe(folder: Path, raw: bool = False) -> tuple[str, dict[str, list[str]]]:
         model.graph.node.append(node)
         model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
         taps[out] = layers
+    _keep_only(model.graph, set(taps))
     path = folder / "probe.onnx"
     onnx.save_model(model, str(path))
     return str(path), taps
+
+
+def _keep_only(graph, outputs: set[str]) -> None:
+    """Cut the graph down to the nodes the tap `outputs` need: the lm_head (the largest matrix, whose
+    logits calibration never reads) and the states' outputs go, so their weights are never touched."""
+    need, keep = set(outputs), []
+    for node in reversed(graph.node):  # topological order: a node's consumers come after it
+        if need.intersection(node.output):
+            keep.append(node)
+            need.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(keep))
+    outs = [o for o in graph.output if o.name in outputs]
+    del graph.output[:]
+    graph.output.extend(outs)
+    inits = [t for t in graph.initializer if t.name in need]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
 
 
 def _feeds(session, chunk: list[int]) -> dict:
@@ -141,27 +160,38 @@ def _measure(source: str, tokenizer, ids: list[int], out: str, raw: str | None, 
     path, taps = _probe(folder, raw=bool(raw))
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    # Unpacked int8 weights: MatMulNBits then dequantizes each matrix per call and runs an fp32 GEMM
+    # (inputs nearer the float model's), and the weights are never held twice (packed + mapped).
+    so.add_session_config_entry("session.disable_prepacking", "1")
     session = ort.InferenceSession(path, so)
     parts, names = _chunks(ids), list(taps)
     total = sum(len(p) for p in parts)
-    sums: dict[str, np.ndarray] = {}
-    row = 0
+    sums: dict = {}
     for chunk in parts:
         for value, x in zip(names, session.run(names, _feeds(session, chunk))):
-            if raw:  # x [1, S, K] -> rows row..row+S of this input's X [total, K]
+            if raw and x.shape[1] != len(chunk):  # the lm_head's input: only the logits' positions
+                continue
+            if raw:  # x [1, S, K]: the next S rows of this input's X [total, K]
                 if value not in sums:
-                    sums[value] = np.lib.format.open_memmap(_npy(raw, value), "w+", np.float32, (total, x.shape[-1]))
-                sums[value][row : row + len(chunk)] = x[0]
+                    sums[value] = _npy_writer(raw, value, (total, x.shape[-1]))
+                np.ascontiguousarray(x[0], np.float32).tofile(sums[value])
             else:  # x [K]: sum over this chunk's tokens of x^2
                 sums[value] = sums.get(value, 0) + x.astype(np.float64)
-        row += len(chunk)
     del session
     shutil.rmtree(folder, ignore_errors=True)
     if raw:
-        for m in sums.values():
-            m.flush()
+        for f in sums.values():
+            f.close()
         return {layer: _npy(raw, value) for value in sums for layer in taps[value]}
     return {layer: (s / total).astype(np.float32) for value, s in sums.items() for layer in taps[value]}
+
+
+def _npy_writer(folder: str, value: str, shape: tuple):
+    """An open .npy file of fp32 `shape` whose rows the caller appends in order: plain writes, so the
+    calibration inputs (~1 GB for a 2B model) never sit in this process's memory as mapped pages."""
+    f = open(_npy(folder, value), "wb")
+    np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return f
 
 
 def _npy(folder: str, value: str) -> str:
