@@ -26,14 +26,14 @@ RECIPES = {
     "int4 g32 RTN (old default)": dict(q_bits=4, q_method="rtn"),
     "int4 g32 search, no calibration": dict(q_bits=4, q_symmetric=True, calibration="none"),
     "int4 g32 search + calibration": dict(q_bits=4, q_symmetric=True, q_method="search"),
-    "int4 g32 min, search + calibration": dict(q_bits=4, q_method="search"),
+    "int4 g32 min, search + calibration (default from float)": dict(q_bits=4, q_method="search"),
     "int4 g64 RTN": dict(q_bits=4, q_group_size=64, q_method="rtn"),
     "int4 g64 search + calibration": dict(q_bits=4, q_group_size=64, q_symmetric=True, q_method="search"),
     "int4 g64 min, no calibration": dict(q_bits=4, q_group_size=64, calibration="none"),
     "int4 g64 min, search + calibration": dict(q_bits=4, q_group_size=64, q_method="search"),
-    "int4 g32 min, gptq + calibration (default from float)": dict(q_bits=4),
-    "int4 g64 min, gptq + calibration": dict(q_bits=4, q_group_size=64),
-    "int4 g64 symmetric gptq + calibration": dict(q_bits=4, q_group_size=64, q_symmetric=True),
+    "int4 g32 min, gptq + calibration": dict(q_bits=4, q_method="gptq"),
+    "int4 g64 min, gptq + calibration": dict(q_bits=4, q_group_size=64, q_method="gptq"),
+    "int4 g64 symmetric gptq + calibration": dict(q_bits=4, q_group_size=64, q_symmetric=True, q_method="gptq"),
 }
 
 
