@@ -21,8 +21,8 @@ from edgecpm.runtime import Engine, NpuEngine
 
 QNN_MISSING = importlib.util.find_spec("onnxruntime_qnn") is None
 needs_qnn = pytest.mark.skipif(QNN_MISSING, reason="onnxruntime-qnn is not installed (pip install 'edgecpm[npu]')")
-KINDS = ["llama", "lfm2", "qwen3_5"]
-CHUNKS = {"llama": 16, "lfm2": 16, "qwen3_5": 8}  # Qwen3.5's GDN prefill (chunked form) checked at 8 tokens
+KINDS = ["llama", "lfm2", "qwen3_5", "minimax"]  # minimax: Lightning layers, 2 experts (top-1, dense)
+CHUNKS = {"llama": 16, "lfm2": 16, "qwen3_5": 8, "minimax": 16}  # Qwen3.5's GDN prefill (chunked form) at 8 tokens
 
 
 @pytest.fixture(scope="session")
