@@ -25,7 +25,7 @@ pytestmark = need_native
 
 QNN_MISSING = importlib.util.find_spec("onnxruntime_qnn") is None
 needs_qnn = pytest.mark.skipif(QNN_MISSING, reason="onnxruntime-qnn is not installed (pip install 'edgecpm[npu]')")
-CHUNKS = {"llama": 16, "lfm2": 16, "qwen3_5": 8}  # as tests/test_npu.py (a small chunk keeps the HTP simulator quick)
+CHUNKS = {"llama": 16, "lfm2": 16, "qwen3_5": 8, "minimax": 16}  # as tests/test_npu.py (small: a quick simulator)
 NOTICE = "running the NPU graphs on the CPU"
 PROMPT = "def f(x): return x + 1. The capital of France is Paris. Hello world, how are you today? def g(y):"
 
@@ -61,7 +61,7 @@ def _greedy(feed, prompt: list[int], n: int) -> tuple[list[int], np.ndarray]:
     return out, np.stack(seen)
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen3_5", "lfm2"])
+@pytest.mark.parametrize("kind", ["llama", "qwen3_5", "lfm2", "minimax"])
 def test_cpu_greedy_tokens_and_logits_equal_the_python_npu_engine(npu_art, kind):
     """Two prefill chunks + 3 decode steps, then 16 greedy tokens: the same graphs on the CPU in both runtimes."""
     art = npu_art(kind)
@@ -154,7 +154,7 @@ def _drop_caches(art) -> None:
 
 
 @needs_qnn
-@pytest.mark.parametrize("kind", ["llama", "qwen3_5", "lfm2"])
+@pytest.mark.parametrize("kind", ["llama", "qwen3_5", "lfm2", "minimax"])
 def test_strict_qnn_places_every_node_on_qnn_and_greedy_equals_the_cpu_run(npu_art, kind):
     """With the CPU fallback disabled the graphs load only if QNN takes every node; the placement read
     from onnxruntime's log says so too, and the greedy tokens equal the native CPU run's."""
