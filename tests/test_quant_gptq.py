@@ -69,3 +69,10 @@ def test_gptq_export_leaves_no_calibration_files_and_records_its_method(tiny, tm
     assert not any("calibration" in n for n in names), names
     q = json.loads((art / "edgecpm.json").read_text())["quantization"]
     assert q["method"] == "gptq" and q["calibration"] == "cal.txt" and not q["symmetric"]
+
+
+@pytest.mark.parametrize("group,method", [(None, "search"), (32, "search"), (64, "gptq")])
+def test_default_method_from_float_is_chosen_by_group(tiny, group, method):
+    """Named nowhere, the method is the search at group 32 (it ties gptq there, faster) and gptq above."""
+    art, _ = tiny("llama", 4, q_group_size=group)
+    assert json.loads((art / "edgecpm.json").read_text())["quantization"]["method"] == method

@@ -102,9 +102,10 @@ def cli():
 @click.option("--q-bits", type=int, default=None,
               help="4, 8, 16 (fp16) or 32 (fp32); default 4, or a GGUF source's own blocks kept exactly")
 @click.option("--q-group-size", type=int, default=None, help="default 32; given for a GGUF source, it re-quantizes")
-@click.option("--q-method", type=click.Choice(["gptq", "search", "rtn"]), default="search", show_default=True,
+@click.option("--q-method", type=click.Choice(["gptq", "search", "rtn"]), default=None,
               help="gptq: the search's blocks plus error compensation on --calibration's activations; search: "
-                   "error-minimizing block scales weighted by them; rtn: round to nearest")
+                   "error-minimizing block scales weighted by them; rtn: round to nearest. Default: search at "
+                   "group 32 (it ties gptq there, exporting faster), gptq at larger groups (where it is better)")
 @click.option("--calibration", type=click.Path(), default=None,
               help="text whose activations weight the search (default: a short text shipped with edgecpm)")
 @click.option("--q-symmetric/--q-asymmetric", default=None,
