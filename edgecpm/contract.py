@@ -99,6 +99,9 @@ class Quantization:
     calibration: str | None = None
     carried: dict = field(default_factory=dict)
     kv_dtype: str = "float32"  # the KV cache's element type ("float16": half the bytes per token)
+    # "k_m": llama.cpp Q4_K_M's layer mix, the MLP down projections of layers i < n/8, i >= 7n/8 and
+    # every third one between written with 8 bits; "none": every linear layer at `bits`.
+    mix: str = "none"
 
 
 @dataclass

@@ -28,12 +28,14 @@ RECIPES = {
     "int4 g32 search + calibration": dict(q_bits=4, q_symmetric=True, q_method="search"),
     "int4 g32 min, search + calibration (default from float)": dict(q_bits=4, q_method="search"),
     "int4 g64 RTN": dict(q_bits=4, q_group_size=64, q_method="rtn"),
-    "int4 g64 search + calibration": dict(q_bits=4, q_group_size=64, q_symmetric=True, q_method="search"),
-    "int4 g64 min, no calibration": dict(q_bits=4, q_group_size=64, calibration="none"),
-    "int4 g64 min, search + calibration": dict(q_bits=4, q_group_size=64, q_method="search"),
+    "int4 g64 search + calibration": dict(q_bits=4, q_group_size=64, q_symmetric=True, q_method="search", q_mix="none"),
+    "int4 g64 min, no calibration": dict(q_bits=4, q_group_size=64, calibration="none", q_mix="none"),
+    "int4 g64 min, search + calibration": dict(q_bits=4, q_group_size=64, q_method="search", q_mix="none"),
     "int4 g32 min, gptq + calibration": dict(q_bits=4, q_method="gptq"),
-    "int4 g64 min, gptq + calibration": dict(q_bits=4, q_group_size=64, q_method="gptq"),
-    "int4 g64 symmetric gptq + calibration": dict(q_bits=4, q_group_size=64, q_symmetric=True, q_method="gptq"),
+    "int4 g64 min, gptq + calibration": dict(q_bits=4, q_group_size=64, q_method="gptq", q_mix="none"),
+    "int4 g64 min, gptq + calibration, Q4_K_M layer mix (default at g64)": dict(q_bits=4, q_group_size=64),
+    "int4 g64 symmetric gptq + calibration": dict(q_bits=4, q_group_size=64, q_symmetric=True, q_method="gptq",
+                                                  q_mix="none"),
 }
 
 

@@ -76,3 +76,34 @@ def test_default_method_from_float_is_chosen_by_group(tiny, group, method):
     """Named nowhere, the method is the search at group 32 (it ties gptq there, faster) and gptq above."""
     art, _ = tiny("llama", 4, q_group_size=group)
     assert json.loads((art / "edgecpm.json").read_text())["quantization"]["method"] == method
+
+
+def _down_bits(art) -> dict[int, int]:
+    """layer -> bits of its MLP down projection's MatMulNBits node."""
+    import onnx
+
+    out = {}
+    for n in onnx.load(str(art / "model.onnx"), load_external_data=False).graph.node:
+        if n.op_type == "MatMulNBits" and "down_proj" in n.name:
+            layer = int(n.name.split(".layers.")[1].split(".")[0])
+            out[layer] = next(a.i for a in n.attribute if a.name == "bits")
+    return out
+
+
+@pytest.mark.parametrize("group,mix,bits", [(64, None, {0: 4, 1: 8}), (64, "none", {0: 4, 1: 4}),
+                                            (None, None, {0: 4, 1: 4}), (None, "k_m", {0: 4, 1: 8})])
+def test_layer_mix_raises_llama_cpp_q4_k_m_down_projections_to_8_bits(tiny, group, mix, bits):
+    """2 layers: n/8 = 0, so only layer 1 (>= 7n/8) is one of Q4_K_M's use_more_bits layers. The mix is
+    the default at group 64, off at 32; the flag overrides either way, and the manifest records it."""
+    art, _ = tiny("llama", 4, q_group_size=group, q_mix=mix)
+    assert _down_bits(art) == bits
+    want = mix or ("k_m" if group == 64 else "none")
+    assert json.loads((art / "edgecpm.json").read_text())["quantization"]["mix"] == want
+
+
+def test_more_bits_follows_llama_cpp_on_a_30_layer_model():
+    from edgecpm.export.qlinear import more_bits
+
+    got = [i for i in range(30) if more_bits(f"model.layers.{i}.mlp.down_proj", 30)]
+    assert got == [0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29]  # llama.cpp's list for 30 layers
+    assert not more_bits("model.layers.0.mlp.gate_up_proj", 30) and not more_bits("lm_head", 30)

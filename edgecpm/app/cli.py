@@ -106,6 +106,9 @@ def cli():
               help="gptq: the search's blocks plus error compensation on --calibration's activations; search: "
                    "error-minimizing block scales weighted by them; rtn: round to nearest. Default: search at "
                    "group 32 (it ties gptq there, exporting faster), gptq at larger groups (where it is better)")
+@click.option("--q-mix", type=click.Choice(["none", "k_m"]), default=None,
+              help="k_m: llama.cpp Q4_K_M's layer mix (some MLP down projections at 8 bits); default k_m for "
+                   "int4 search/gptq at --q-group-size 64 or more, else none")
 @click.option("--calibration", type=click.Path(), default=None,
               help="text whose activations weight the search (default: a short text shipped with edgecpm)")
 @click.option("--q-symmetric/--q-asymmetric", default=None,

@@ -6,6 +6,8 @@ Activations are fp32 [1, S, features].
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from onnx import TensorProto, helper
 
@@ -30,9 +32,26 @@ def exact_f16(a: np.ndarray) -> np.ndarray:
     return h if np.array_equal(h.astype(a.dtype), a) else a
 
 
+MIX_BITS = 8  # what the recipe's mix raises a tensor to
+_DOWN = re.compile(r"\.layers\.(\d+)\..*down_proj$")
+
+
 def forced_bits(c, name: str, bits: int | None) -> int:
-    """Bits a tensor must be written with (0 = the recipe's; GGUF blocks are then carried as they are)."""
-    return bits or 0
+    """Bits a tensor must be written with (0 = the recipe's; GGUF blocks are then carried as they are):
+    `bits` if given, else MIX_BITS where the recipe's mix names the tensor."""
+    if bits:
+        return bits
+    return MIX_BITS if c.q.mix == "k_m" and more_bits(name, c.w.args.num_hidden_layers) else 0
+
+
+def more_bits(name: str, layers: int) -> bool:
+    """llama.cpp's use_more_bits for Q4_K_M: the MLP down projection of layer i < n/8, i >= 7n/8, or
+    every third layer between (the layers whose errors cost the most)."""
+    m = _DOWN.search(name)
+    if not m:
+        return False
+    i, eighth = int(m.group(1)), layers // 8
+    return i < eighth or i >= 7 * layers // 8 or (i - eighth) % 3 == 2
 
 
 def as_float(w) -> np.ndarray:

@@ -109,11 +109,12 @@ def export(source: str | None = None, output: str | None = None, context_length:
 
 def export_from_flags(source=None, output=None, q_bits=None, q_group_size=None, q_method=None, calibration=None,
                       q_symmetric=None, lm_head_bits=None, embed_bits=None, context_length=None, force=False,
-                      tokenizer=None, revision=None, prefill_chunk: int = 16, kv_dtype="float32") -> Path:
+                      tokenizer=None, revision=None, prefill_chunk: int = 16, kv_dtype="float32",
+                      q_mix=None) -> Path:
     """`edgecpm export --target npu`: the CPU recipe's flags do not apply (one-line error if given)."""
     given = [f for f, v in (("--q-bits", q_bits), ("--q-group-size", q_group_size), ("--lm-head-bits", lm_head_bits),
                             ("--embed-bits", embed_bits), ("--q-symmetric/--q-asymmetric", q_symmetric),
-                            ("--q-method", q_method),
+                            ("--q-method", q_method), ("--q-mix", q_mix),
                             ("--kv-dtype", None if kv_dtype == "float32" else kv_dtype)) if v is not None]
     if given:
         raise UserError(f"{given[0]} does not apply to --target npu (its weights are int8 per channel, its "
