@@ -24,7 +24,7 @@ from edgecpm.contract import (
     load_manifest,
 )
 from edgecpm.ops import kernels
-from edgecpm.runtime.memory import release_file_pages
+from edgecpm.runtime.memory import file_mappings, release_file_pages
 from edgecpm.runtime.state import State
 
 PROVIDERS = {
@@ -94,8 +94,9 @@ class Engine:
         self.kernel = kernels.choose(recurrent_kernel) if m.operators else None
         self.placement: dict[str, int] | None = None  # provider -> nodes it runs (report_placement)
         wanted = resolve_providers(providers, self.log)
+        before = file_mappings(self.folder / WEIGHTS_FILE)  # other sessions' mappings: never advised
         self.session = self._open(wanted, threads, report_placement)
-        release_file_pages(self.folder / WEIGHTS_FILE)  # repacked at load: the file's pages go back
+        release_file_pages(self.folder / WEIGHTS_FILE, before)  # repacked at load: the file's pages go back
         self.providers = self.session.get_providers()
         for p in wanted:  # e.g. a plugin EP (QNN) named in the list, which onnxruntime then ignores
             if p not in self.providers:

@@ -15,6 +15,7 @@ thread doing this while sessions load corrupted the heap in the native runtime; 
 from __future__ import annotations
 
 import ctypes
+import gc
 import sys
 from pathlib import Path
 
@@ -38,20 +39,52 @@ def _file_mappings(path: Path) -> list[tuple[int, int, int]]:
     return [tuple(m) for m in out]
 
 
-def release_file_pages(path: str | Path) -> int:
-    """Drop this process's resident clean pages of the file `path`; returns the bytes of mappings
-    advised (0 where /proc or madvise are not there)."""
+def file_mappings(path: str | Path) -> set[tuple[int, int]]:
+    """(start, end) of this process's mappings of `path` now: what release_file_pages must not touch
+    afterwards (they may belong to older sessions that can be freed, and their addresses reused by
+    the heap, at any moment)."""
+    if not sys.platform.startswith("linux"):
+        return set()
+    try:
+        return {(lo, hi) for lo, hi, _ in _file_mappings(Path(path).resolve())}
+    except OSError:
+        return set()
+
+
+def release_file_pages(path: str | Path, before: set[tuple[int, int]] | None = None) -> int:
+    """Drop this process's resident clean pages of the file `path`, in the mappings that are not in
+    `before` (file_mappings() taken before the session that owns the new ones was made); returns the
+    bytes of mappings advised (0 where /proc or madvise are not there).
+
+    The garbage collector is off meanwhile: a cycle freed between reading smaps and madvise could close
+    an old session, whose unmapped range the heap may then take (MADV_DONTNEED would zero live memory)."""
     if not sys.platform.startswith("linux"):
         return 0
+    gc_was_on = gc.isenabled()
+    gc.disable()
     try:
         maps = _file_mappings(Path(path).resolve())
-        libc = ctypes.CDLL(None, use_errno=True)
+        done = 0
+        for lo, hi, private_kib in maps:
+            if (lo, hi) in (before or set()) or private_kib:
+                continue
+            if _LIBC is not None and _LIBC.madvise(lo, hi - lo, MADV_DONTNEED) == 0:
+                done += hi - lo
+        return done
     except OSError:
         return 0
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    done = 0
-    for lo, hi, private_kib in maps:
-        if private_kib == 0 and libc.madvise(lo, hi - lo, MADV_DONTNEED) == 0:
-            done += hi - lo
-    return done
+    finally:
+        if gc_was_on:
+            gc.enable()
 
+
+def _libc():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
+
+
+_LIBC = _libc() if sys.platform.startswith("linux") else None
