@@ -75,8 +75,8 @@ class HFSource:
         from safetensors import safe_open
 
         path = self._index()[name]
-        info, base = self._header(path)[name], self._data_start[path]
         try:
+            info, base = self._header(path)[name], self._data_start[path]
             if info["dtype"] in _FLOATS and info["shape"]:
                 return _read_rows(path, base + info["data_offsets"][0], info["dtype"], tuple(info["shape"]))
             with safe_open(path, framework="numpy") as handle:
@@ -109,7 +109,7 @@ _FLOATS = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}  # BF16: an 
 def _read_rows(path: str, offset: int, dtype: str, shape: tuple) -> np.ndarray:
     """A float tensor [rows, ...] stored at `offset` of `path` -> fp32, ROW_BYTES at a time."""
     out = np.empty(shape, np.float32)
-    flat = out.reshape(shape[0], -1)  # [rows, cols]
+    flat = out.reshape(shape[0], int(np.prod(shape[1:], dtype=np.int64)))  # [rows, cols] (rows may be 0)
     cols, kind = flat.shape[1], _FLOATS[dtype]
     step = max(1, ROW_BYTES // max(1, cols * np.dtype(kind).itemsize))
     with open(path, "rb") as f:
