@@ -130,6 +130,7 @@ def test_without_a_qnn_plugin_the_graphs_run_on_the_cpu_with_a_one_line_notice(n
     with pytest.raises(NativeError) as e:  # strict: no quiet CPU fallback
         Model(art, providers="qnn", strict=True)
     assert e.value.status == 3 and "strict" in e.value.message and "\n" not in e.value.message
+    Model(art, strict=True).close()  # strict on the CPU provider: the CPU session has no fallback to forbid
 
 
 def _qnn_library() -> str:

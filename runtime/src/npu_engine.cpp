@@ -91,8 +91,8 @@ Ort::SessionOptions NpuEngine::options(const EngineOptions& o, const QnnProvider
   if (o.threads > 0) so.SetIntraOpNumThreads(o.threads);
   so.SetLogSeverityLevel(verbose ? 0 : 3);
   if (verbose) so.AddConfigEntry("session.log_verbosity_level", "1");
+  if (!qnn) return so;  // the CPU session itself: no fallback to forbid
   if (o.strict) so.AddConfigEntry("session.disable_cpu_ep_fallback", "1");
-  if (!qnn) return so;
   if (!compile_to.empty()) {  // write the compiled context there (the cache a later open reads)
     so.AddConfigEntry("ep.context_enable", "1");
     so.AddConfigEntry("ep.context_file_path", compile_to.c_str());
