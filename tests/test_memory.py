@@ -3,6 +3,7 @@
 import sys
 
 import pytest
+from native import need_native
 
 from edgecpm.contract import WEIGHTS_FILE
 from edgecpm.runtime import Engine
@@ -41,3 +42,24 @@ def test_weights_file_pages_are_released_after_load_and_generation_still_exact(c
     e.reset()
     assert (e.prefill(ids) == first).all() and release_file_pages(path) > 0  # pages fault back unchanged
     del raw
+
+
+@need_native
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_native_load_releases_only_its_own_mapping(carried_default):
+    """libedgecpm (loaded into this process) gives back its own session's pages of the weights file and
+    leaves an older session's mapping alone, as the Python engine does."""
+    import onnxruntime as ort
+    from native import Model
+
+    from edgecpm.contract import MODEL_FILE
+
+    path = (carried_default / WEIGHTS_FILE).resolve()
+    size = path.stat().st_size
+    raw = ort.InferenceSession(str(carried_default / MODEL_FILE), providers=["CPUExecutionProvider"])
+    kept = _resident(path)
+    m = Model(carried_default)
+    after = _resident(path)
+    m.close()
+    del raw
+    assert kept > 0.25 * size and after - kept < 0.05 * size and after >= 0.9 * kept, (kept, after, size)

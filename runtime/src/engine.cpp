@@ -143,8 +143,9 @@ void Engine::notice(const EngineOptions& o, const std::string& line) {
 CpuEngine::CpuEngine(const std::string& folder_, const Manifest& m, const EngineOptions& o)
     : Engine(folder_, m, cpu_context(m, o.context), cpu_context(m, o.context)) {
   mem_ = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+  const FileRanges before = file_ranges(folder + "/" + kWeightsFile);  // other sessions': never advised
   session_ = open(o);
-  release_file_pages(folder + "/" + kWeightsFile);  // repacked at load: the file's pages go back
+  release_file_pages(folder + "/" + kWeightsFile, before);  // repacked at load: the file's pages go back
   io_ = Ort::IoBinding(session_);
   logits_.assign(static_cast<size_t>(manifest.vocab_size), 0.f);
   int64_t shape[3] = {1, 1, manifest.vocab_size};

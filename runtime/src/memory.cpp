@@ -55,15 +55,42 @@ std::vector<Mapping> file_mappings(const std::string& real) {
 }
 }  // namespace
 
-size_t release_file_pages(const std::string& path) {
+namespace {
+bool resolve(const std::string& path, std::string& real) {
+  char buf[PATH_MAX];
+  if (!realpath(path.c_str(), buf)) return false;
+  real = buf;
+  return true;
+}
+}  // namespace
+
+FileRanges file_ranges(const std::string& path) {
+  FileRanges out;
 #if defined(__linux__)
   try {
-    char buf[PATH_MAX];
-    if (!realpath(path.c_str(), buf)) return 0;
+    std::string real;
+    if (!resolve(path, real)) return out;
+    for (const Mapping& m : file_mappings(real)) out.emplace_back(m.lo, m.hi);
+  } catch (...) {
+    out.clear();
+  }
+#else
+  (void)path;
+#endif
+  return out;
+}
+
+size_t release_file_pages(const std::string& path, const FileRanges& before) {
+#if defined(__linux__)
+  try {
+    std::string real;
+    if (!resolve(path, real)) return 0;
     size_t done = 0;
-    for (const Mapping& m : file_mappings(buf)) {
-      if (m.private_kib == 0 && madvise(reinterpret_cast<void*>(m.lo), m.hi - m.lo, MADV_DONTNEED) == 0)
-        done += m.hi - m.lo;
+    for (const Mapping& m : file_mappings(real)) {
+      bool old = false;  // a mapping that was there before belongs to another session: never advised
+      for (const auto& r : before) old = old || (r.first == m.lo && r.second == m.hi);
+      if (old || m.private_kib != 0) continue;
+      if (madvise(reinterpret_cast<void*>(m.lo), m.hi - m.lo, MADV_DONTNEED) == 0) done += m.hi - m.lo;
     }
     return done;
   } catch (...) {
@@ -71,6 +98,7 @@ size_t release_file_pages(const std::string& path) {
   }
 #else
   (void)path;
+  (void)before;
   return 0;
 #endif
 }
