@@ -46,17 +46,21 @@ def _mismatch(hf, folder) -> dict[str, float]:
     relative to the recurrent tensor's largest |value|."""
     prefill, decode = _replay(hf, CHUNK, folder / "prefill"), _replay(hf, 1, folder / "decode")
     assert {s.kind for s in prefill.specs} == {"kv", "conv", "recurrent"}
-    ids = np.random.default_rng(3).integers(3, VOCAB, 2 * CHUNK).tolist()
+    return worst_mismatch(prefill, decode, np.random.default_rng(3).integers(3, VOCAB, 2 * CHUNK).tolist(), CHUNK)
+
+
+def worst_mismatch(prefill, decode, ids: list[int], chunk: int) -> dict[str, float]:
+    """Feed `ids` chunk by chunk to `prefill` and one by one to `decode`; per output (logits, each state)
+    the largest |prefill - decode| / max |decode| seen after any chunk."""
     worst: dict[str, float] = {}
-    for start in (0, CHUNK):
-        prefill.step(ids[start : start + CHUNK])
-        for t in ids[start : start + CHUNK]:
+    for start in range(0, len(ids), chunk):  # later chunks start from the earlier ones' (nonzero) state
+        prefill.step(ids[start : start + chunk])
+        for t in ids[start : start + chunk]:
             decode.step([t])
         pairs = {LOGITS: (prefill.outputs[LOGITS], decode.outputs[LOGITS])}
         pairs.update({s.input: (prefill.values[s.input], decode.values[s.input]) for s in prefill.specs})
         for name, (a, b) in pairs.items():
-            err = float(np.abs(a - b).max() / np.abs(b).max())
-            worst[name] = max(worst.get(name, 0.0), err)
+            worst[name] = max(worst.get(name, 0.0), float(np.abs(a - b).max() / np.abs(b).max()))
     return worst
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import VOCAB
-from test_npu_chunked import _replay
+from test_npu_chunked import _replay, worst_mismatch
 
 from edgecpm.contract import LOGITS, load_manifest
 from edgecpm.export.npu import chunked, lightning
@@ -34,16 +34,19 @@ def _mismatch(source, folder) -> dict[str, float]:
     """Per output (logits, each state after each of two chunks): max |chunked - recurrent| / max |recurrent|."""
     prefill, decode = _replay(source, CHUNK, folder / "prefill"), _replay(source, 1, folder / "decode")
     assert {s.kind for s in prefill.specs} == {"kv", "recurrent"}
-    ids, worst = _ids(2 * CHUNK), {}
-    for start in (0, CHUNK):  # the second chunk starts from the first's (nonzero) state
-        prefill.step(ids[start : start + CHUNK])
-        for t in ids[start : start + CHUNK]:
-            decode.step([t])
-        pairs = {LOGITS: (prefill.outputs[LOGITS], decode.outputs[LOGITS])}
-        pairs.update({s.input: (prefill.values[s.input], decode.values[s.input]) for s in prefill.specs})
-        for name, (a, b) in pairs.items():
-            worst[name] = max(worst.get(name, 0.0), float(np.abs(a - b).max() / np.abs(b).max()))
-    return worst
+    return worst_mismatch(prefill, decode, _ids(2 * CHUNK), CHUNK)
+
+
+def _decode_error(source, ids: list[int], ref: np.ndarray, folder) -> float:
+    """The decode graph fed `ids` one at a time: max |logits - ref| / max |ref| (ref [len(ids), vocab])."""
+    decode = _replay(source, 1, folder)
+    got = []
+    for t in ids:
+        decode.step([t])
+        got.append(decode.outputs[LOGITS][0, 0])
+    err = float(np.abs(np.stack(got) - ref).max() / np.abs(ref).max())
+    print(f"max relative |dlogit| {err:.1e}")
+    return err
 
 
 @pytest.mark.parametrize("sub_chunk", [64, 3])  # one chunk; sub-chunks of 3, 3, 2 with the state carried
@@ -71,14 +74,7 @@ def test_fp32_decode_graph_equals_the_cpu_artifact(hf, tmp_path):
 
     ids = _ids(24)
     ref = Engine(hf[1]).step(ids, logits_at=list(range(len(ids))))  # [24, vocab]
-    decode = _replay(hf[0], 1, tmp_path / "decode")
-    got = []
-    for t in ids:
-        decode.step([t])
-        got.append(decode.outputs[LOGITS][0, 0])
-    err = float(np.abs(np.stack(got) - ref).max() / np.abs(ref).max())
-    print(f"max relative |dlogit| {err:.1e}")
-    assert err < TOLERANCE
+    assert _decode_error(hf[0], ids, ref, tmp_path / "decode") < TOLERANCE
 
 
 def test_the_graphs_use_only_plain_ops(hf, tmp_path):
@@ -108,11 +104,4 @@ def test_fp32_decode_graph_with_top2_of_4_experts_equals_transformers(tmp_path):
     ids = _ids(12)
     with torch.no_grad():
         ref = model(torch.tensor([ids])).logits[0].numpy()  # [12, vocab]
-    decode = _replay(tmp_path / "hf", 1, tmp_path / "decode")
-    got = []
-    for t in ids:
-        decode.step([t])
-        got.append(decode.outputs[LOGITS][0, 0])
-    err = float(np.abs(np.stack(got) - ref).max() / np.abs(ref).max())
-    print(f"max relative |dlogit| {err:.1e}")
-    assert err < TOLERANCE
+    assert _decode_error(tmp_path / "hf", ids, ref, tmp_path / "decode") < TOLERANCE
