@@ -116,6 +116,18 @@ def to_heads(c: NpuCtx, x: str, heads: int, hd: int) -> str:
     return c.g.op("Reshape", x, c.g.const(f"shape_h{heads}x{hd}", [1, c.T, heads, hd]))
 
 
+def heads_first(c: NpuCtx, x: str, heads: int, hd: int) -> str:
+    """[1, T, heads*hd] -> [1, heads, T, hd]."""
+    return c.g.op("Transpose", to_heads(c, x, heads, hd), perm=[0, 2, 1, 3])  # [1, heads, T, hd]
+
+
+def slice_axis(c: NpuCtx, x: str, start: int, end: int, axis: int) -> str:
+    """x[..., start:end, ...] along `axis` (constant bounds)."""
+    g = c.g
+    return g.op("Slice", x, g.const(f"start{start}", [start]), g.const(f"end{end}", [end]),
+                g.const(f"axis{axis}", [axis]))
+
+
 def kv_io(c: NpuCtx, layer: int, s: Heads) -> tuple[str, str]:
     """Declare the past KV buffers [1, kv, ctx, hd] (inputs) and their state specs."""
     names = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgecpm.export.npu.blocks import NpuCtx
+from edgecpm.export.npu.blocks import NpuCtx, heads_first, slice_axis
 
 SUB_CHUNK = 64  # tokens per chunk of the matmul form; a longer step is cut into such sub-chunks
 
@@ -30,7 +30,7 @@ def gated_delta_chunked(c: NpuCtx, state: str, q: str, k: str, v: str, decay: st
     q (already scaled by dk^-0.5), k [1, T, H*dk]; v [1, T, H*dv]; decay (log, g) and beta [1, T, H].
     Returns (o [1, T, H*dv], the state after the step [1, H, dk, dv])."""
     g, T = c.g, c.T
-    q4, k4, v4 = _heads(c, q, heads, dk), _heads(c, k, heads, dk), _heads(c, v, heads, dv)  # [1, H, T, d]
+    q4, k4, v4 = (heads_first(c, x, heads, d) for x, d in ((q, dk), (k, dk), (v, dv)))  # [1, H, T, d]
     g_row = g.op("Reshape", g.op("Transpose", decay, perm=[0, 2, 1]),
                  g.const(f"shape_row{heads}x{T}", [1, heads, 1, T]))  # [1, T, H] -> [1, H, T] -> [1, H, 1, T]
     b_col = g.op("Reshape", g.op("Transpose", beta, perm=[0, 2, 1]),
@@ -38,25 +38,13 @@ def gated_delta_chunked(c: NpuCtx, state: str, q: str, k: str, v: str, decay: st
     outs = []
     for start in range(0, T, SUB_CHUNK):
         end = min(T, start + SUB_CHUNK)
-        parts = [x if end - start == T else _slice(c, x, start, end, axis)
+        parts = [x if end - start == T else slice_axis(c, x, start, end, axis)
                  for x, axis in ((q4, 2), (k4, 2), (v4, 2), (g_row, 3), (b_col, 2))]  # this sub-chunk's tokens
         o, state = _chunk(c, state, *parts, end - start, dk, dv)  # o [1, H, n, dv]
         outs.append(o)
     o = outs[0] if len(outs) == 1 else g.op("Concat", *outs, axis=2)  # [1, H, T, dv]
     o = g.op("Transpose", o, perm=[0, 2, 1, 3])  # [1, T, H, dv]
     return g.op("Reshape", o, g.const(f"shape_flat{heads * dv}", [1, T, heads * dv])), state  # [1, T, H*dv]
-
-
-def _heads(c: NpuCtx, x: str, heads: int, dim: int) -> str:
-    """[1, T, heads*dim] -> [1, heads, T, dim]."""
-    x4 = c.g.op("Reshape", x, c.g.const(f"shape_h{heads}x{dim}", [1, c.T, heads, dim]))  # [1, T, heads, dim]
-    return c.g.op("Transpose", x4, perm=[0, 2, 1, 3])  # [1, heads, T, dim]
-
-
-def _slice(c: NpuCtx, x: str, start: int, end: int, axis: int) -> str:
-    g = c.g
-    return g.op("Slice", x, g.const(f"start{start}", [start]), g.const(f"end{end}", [end]),
-                g.const(f"axis{axis}", [axis]))
 
 
 def _masks(c: NpuCtx, n: int) -> tuple[str, str, str]:
@@ -87,8 +75,8 @@ def _chunk(c: NpuCtx, state: str, q: str, k: str, v: str, g_row: str, b_col: str
     u = g.op("Sub", u0, g.op("MatMul", w, state))  # [1, H, n, dv]: U = (I + A)^-1 (beta V - beta e^G K S_0)
     attn = g.op("Mul", g.op("MatMul", q, kt), pair)  # [1, H, n, n]: (Q K^T) * D
     o = g.op("Add", g.op("MatMul", g.op("Mul", q, e_col), state), g.op("MatMul", attn, u))  # [1, H, n, dv]
-    last = _slice(c, pair, n - 1, n, 2)  # [1, H, 1, n]: e^{G_n - G_j}
-    total = _slice(c, e_col, n - 1, n, 2)  # [1, H, 1, 1]: e^{G_n}
+    last = slice_axis(c, pair, n - 1, n, 2)  # [1, H, 1, n]: e^{G_n - G_j}
+    total = slice_axis(c, e_col, n - 1, n, 2)  # [1, H, 1, 1]: e^{G_n}
     new = g.op("Add", g.op("Mul", state, total), g.op("MatMul", g.op("Mul", kt, last), u))  # [1, H, dk, dv]
     return o, new
 

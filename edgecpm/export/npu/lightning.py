@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgecpm.export.npu import chunked
-from edgecpm.export.npu.blocks import F32, NpuCtx
+from edgecpm.export.npu.blocks import F32, NpuCtx, heads_first, slice_axis
 from edgecpm.export.npu.recurrent import fixed_state
 
 
@@ -40,14 +40,14 @@ def lightning_attention(c: NpuCtx, layer: int, q: str, k: str, v: str, slopes: n
     state after the step out. slopes [H]: the per-head decay rates (lam = e^{-slope})."""
     g, T = c.g, c.T
     S, spec = fixed_state(c, layer, "recurrent", (1, heads, dim, dim))  # [1, H, d, d]
-    q4, k4, v4 = (chunked._heads(c, x, heads, dim) for x in (q, k, v))  # [1, H, T, d]
+    q4, k4, v4 = (heads_first(c, x, heads, dim) for x in (q, k, v))  # [1, H, T, d]
     outs = []
     if T == 1:
         o, S = _step(c, S, q4, k4, v4, slopes, name)  # o [1, H, 1, d]
         outs.append(o)
     for start in range(0, T if T > 1 else 0, chunked.SUB_CHUNK):
         end = min(T, start + chunked.SUB_CHUNK)
-        parts = [x if end - start == T else chunked._slice(c, x, start, end, 2) for x in (q4, k4, v4)]
+        parts = [x if end - start == T else slice_axis(c, x, start, end, 2) for x in (q4, k4, v4)]
         o, S = _chunk(c, S, *parts, slopes, end - start, name)  # o [1, H, end - start, d]
         outs.append(o)
     g.output(S, spec.output, F32, list(spec.shape))

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgecpm.contract import StateSpec
 from edgecpm.export.npu import chunked
-from edgecpm.export.npu.blocks import F32, NpuCtx
+from edgecpm.export.npu.blocks import F32, NpuCtx, slice_axis
 
 
 def fixed_state(c: NpuCtx, layer: int, kind: str, shape: tuple) -> tuple[str, StateSpec]:
@@ -33,13 +33,11 @@ def causal_conv(c: NpuCtx, layer: int, x: str, weight: np.ndarray, name: str, bi
     window = g.op("Concat", past, g.op("Transpose", x, perm=[0, 2, 1]), axis=2)  # [1, C, K-1+T]
     y = None
     for k in range(K):
-        piece = g.op("Slice", window, g.const(f"start{k}", [k]), g.const(f"end{k + T}", [k + T]),
-                     g.const("axis2", [2]))  # [1, C, T]
+        piece = slice_axis(c, window, k, k + T, 2)  # [1, C, T]
         tap = g.init(f"{name}.tap{k}", weight[:, 0, k].astype(np.float32).reshape(1, C, 1))  # [1, C, 1]
         term = g.op("Mul", piece, tap)
         y = term if y is None else g.op("Add", y, term)
-    present = g.op("Slice", window, g.const(f"start{T}", [T]), g.const(f"end{T + K - 1}", [T + K - 1]),
-                   g.const("axis2", [2]))  # [1, C, K-1]: the last K-1 inputs
+    present = slice_axis(c, window, T, T + K - 1, 2)  # [1, C, K-1]: the last K-1 inputs
     c.g.output(present, spec.output, F32, list(spec.shape))
     if bias is not None:
         y = g.op("Add", y, g.init(f"{name}.conv_bias", bias.astype(np.float32).reshape(1, C, 1)))
