@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import json
 import math
 import os
@@ -157,29 +156,3 @@ def carried_default():
     from edgecpm.app.defaults import default_artifact
 
     return default_artifact()
-
-
-QNN_MISSING = importlib.util.find_spec("onnxruntime_qnn") is None
-needs_qnn = pytest.mark.skipif(QNN_MISSING, reason="onnxruntime-qnn is not installed (pip install 'edgecpm[npu]')")
-# Prefill chunk per tiny model's NPU artifact: small, so the HTP simulator stays quick.
-NPU_CHUNKS = {"llama": 16, "lfm2": 16, "qwen3_5": 8, "minimax": 16}
-
-
-@pytest.fixture(scope="session")
-def npu(tiny, tmp_path_factory):
-    """npu(kind) -> (NPU artifact, fp32 CPU artifact); exported once per session, for the Python and the
-    native NPU tests alike."""
-    from edgecpm.contract import load_manifest
-    from edgecpm.export.npu import export
-
-    cache: dict = {}
-
-    def get(kind: str):
-        if kind not in cache:
-            fp32, _ = tiny(kind, 32)
-            hf = load_manifest(fp32).source["path"]
-            out = tmp_path_factory.mktemp("npu") / kind
-            cache[kind] = (export(hf, str(out), prefill_chunk=NPU_CHUNKS[kind], quiet=True), fp32)
-        return cache[kind]
-
-    return get

@@ -9,12 +9,13 @@ is slow (~50-100 ms per step of these tiny graphs), so they run few steps.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
 import numpy as np
 import pytest
-from conftest import NPU_CHUNKS, VOCAB, needs_qnn
+from conftest import VOCAB
 from native import Model, NativeError, need_native, run
 
 from edgecpm.contract import load_manifest
@@ -22,15 +23,28 @@ from edgecpm.runtime import NpuEngine, Tokenizer, stream_generate
 
 pytestmark = need_native
 
-CHUNKS = NPU_CHUNKS
+QNN_MISSING = importlib.util.find_spec("onnxruntime_qnn") is None
+needs_qnn = pytest.mark.skipif(QNN_MISSING, reason="onnxruntime-qnn is not installed (pip install 'edgecpm[npu]')")
+CHUNKS = {"llama": 16, "lfm2": 16, "qwen3_5": 8, "minimax": 16}  # as tests/test_npu.py (small: a quick simulator)
 NOTICE = "running the NPU graphs on the CPU"
 PROMPT = "def f(x): return x + 1. The capital of France is Paris. Hello world, how are you today? def g(y):"
 
 
 @pytest.fixture(scope="module")
-def npu_art(npu):
-    """npu_art(kind) -> the tiny NPU artifact tests/test_npu.py uses too (conftest's npu)."""
-    return lambda kind: npu(kind)[0]
+def npu_art(tiny, tmp_path_factory):
+    """npu_art(kind) -> a tiny NPU artifact (exported once per module)."""
+    from edgecpm.export.npu import export
+
+    cache: dict = {}
+
+    def get(kind: str):
+        if kind not in cache:
+            fp32, _ = tiny(kind, 32)
+            out = tmp_path_factory.mktemp("native-npu") / kind
+            cache[kind] = export(load_manifest(fp32).source["path"], str(out), prefill_chunk=CHUNKS[kind], quiet=True)
+        return cache[kind]
+
+    return get
 
 
 def _ids(seed: int, n: int) -> list[int]:

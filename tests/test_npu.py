@@ -7,19 +7,40 @@ Without onnxruntime-qnn the QNN tests skip; the CPU fallback test runs either wa
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NPU_CHUNKS, VOCAB, needs_qnn
+from conftest import VOCAB
 
 from edgecpm.contract import load_manifest
 from edgecpm.runtime import Engine, NpuEngine
 
+QNN_MISSING = importlib.util.find_spec("onnxruntime_qnn") is None
+needs_qnn = pytest.mark.skipif(QNN_MISSING, reason="onnxruntime-qnn is not installed (pip install 'edgecpm[npu]')")
 KINDS = ["llama", "lfm2", "qwen3_5", "minimax"]  # minimax: Lightning layers, 2 experts (top-1, dense)
-CHUNKS = NPU_CHUNKS
+CHUNKS = {"llama": 16, "lfm2": 16, "qwen3_5": 8, "minimax": 16}  # Qwen3.5's GDN prefill (chunked form) at 8 tokens
+
+
+@pytest.fixture(scope="session")
+def npu(tiny, tmp_path_factory):
+    """npu(kind) -> (NPU artifact, fp32 CPU artifact); exported once per session."""
+    from edgecpm.export.npu import export
+
+    cache: dict = {}
+
+    def get(kind: str):
+        if kind not in cache:
+            fp32, _ = tiny(kind, 32)
+            hf = load_manifest(fp32).source["path"]
+            out = tmp_path_factory.mktemp("npu") / kind
+            cache[kind] = (export(hf, str(out), prefill_chunk=CHUNKS[kind], quiet=True), fp32)
+        return cache[kind]
+
+    return get
 
 
 @pytest.mark.parametrize("kind", ["llama"])
