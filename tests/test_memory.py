@@ -1,13 +1,19 @@
-"""The runtime gives back the weights file's pages once onnxruntime has repacked the weights."""
+"""The runtime gives back the weights file's pages once onnxruntime has repacked the weights, and
+(onnxruntime >= 1.32) maps the file itself so that they go back while the load reads them."""
 
+import os
 import sys
+import time
 
 import pytest
 from native import need_native
 
 from edgecpm.contract import WEIGHTS_FILE
 from edgecpm.runtime import Engine
-from edgecpm.runtime.memory import release_file_pages
+from edgecpm.runtime import engine as engine_module
+from edgecpm.runtime.memory import WeightsMap, release_file_pages
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
 
 
 def _resident(path) -> int:
@@ -23,7 +29,64 @@ def _resident(path) -> int:
     return total
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def _mappings(path) -> list[tuple[int, int, int]]:
+    """(start, end, file offset) of this process's mappings of `path`."""
+    out = []
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            parts = line.split()
+            if not parts[0].endswith(":") and len(parts) >= 6 and parts[5] == str(path):
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                out.append((lo, hi, int(parts[2], 16)))
+    return out
+
+
+@linux
+def test_weights_map_gives_pages_back_while_a_load_reads_them(tmp_path):
+    f = tmp_path / "model.onnx.data"
+    f.write_bytes(os.urandom(64 << 20))
+    f = f.resolve()
+    assert WeightsMap.open(f, "1.31.1") is None  # older onnxruntime copies in-memory data: not used there
+    m = WeightsMap.open(f, "1.32.0")
+    step, page = 1 << 20, 4096
+
+    def read_all(sample: bool) -> int:  # a "repacking": every page once, 1 MiB at a time
+        peak = 0
+        for off in range(0, m.buffer.size, step):
+            int(m.buffer[off:off + step:page].sum())
+            if sample:
+                peak = max(peak, _resident(f))
+                time.sleep(0.002)
+        return peak
+
+    read_all(False)
+    assert _resident(f) > 0.9 * m.buffer.size  # the control: reading keeps every page resident
+    assert m.release() == m.buffer.size and _resident(f) < 0.05 * m.buffer.size
+    with m.loading(every=0.001):
+        peak = read_all(True)
+    assert peak < 0.5 * m.buffer.size and _resident(f) < 0.05 * m.buffer.size, peak
+
+
+@linux
+def test_engine_runs_the_weights_in_place_from_its_own_mapping(carried_default, monkeypatch):
+    """onnxruntime maps nothing of the file itself (the engine's whole-file mapping is the only new one)
+    and copies nothing: the logits equal those of a load where onnxruntime maps the file."""
+    path = (carried_default / WEIGHTS_FILE).resolve()
+    before = set(_mappings(path))
+    e = Engine(carried_default)
+    new = [m for m in _mappings(path) if m not in before]
+    assert e.weights is not None and new == [(e.weights.buffer.ctypes.data, new[0][1], 0)], new
+    assert new[0][1] - new[0][0] >= path.stat().st_size
+    ids = list(range(100, 140))
+    ours = [e.prefill(ids)] + [e.step([t]) for t in (5, 6, 7)]
+    monkeypatch.setattr(engine_module.WeightsMap, "open", classmethod(lambda cls, *a: None))
+    plain = Engine(carried_default)
+    assert plain.weights is None
+    theirs = [plain.prefill(ids)] + [plain.step([t]) for t in (5, 6, 7)]
+    assert all((a == b).all() for a, b in zip(ours, theirs))
+
+
+@linux
 def test_weights_file_pages_are_released_after_load_and_generation_still_exact(carried_default):
     import onnxruntime as ort
 
@@ -45,7 +108,7 @@ def test_weights_file_pages_are_released_after_load_and_generation_still_exact(c
 
 
 @need_native
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+@linux
 def test_native_load_releases_only_its_own_mapping(carried_default):
     """libedgecpm (loaded into this process) gives back its own session's pages of the weights file and
     leaves an older session's mapping alone, as the Python engine does."""
@@ -63,3 +126,18 @@ def test_native_load_releases_only_its_own_mapping(carried_default):
     m.close()
     del raw
     assert kept > 0.25 * size and after - kept < 0.05 * size and after >= 0.9 * kept, (kept, after, size)
+
+
+@need_native
+@linux
+def test_native_engine_maps_the_weights_itself(carried_default):
+    """libedgecpm hands onnxruntime its own whole-file mapping (the only new mapping of the file)."""
+    from native import Model
+
+    path = (carried_default / WEIGHTS_FILE).resolve()
+    before = set(_mappings(path))
+    m = Model(carried_default)
+    new = [x for x in _mappings(path) if x not in before]
+    m.close()
+    assert len(new) == 1 and new[0][2] == 0 and new[0][1] - new[0][0] >= path.stat().st_size, new
+    assert not [x for x in _mappings(path) if x not in before]  # unmapped with the model

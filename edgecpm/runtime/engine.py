@@ -24,7 +24,7 @@ from edgecpm.contract import (
     load_manifest,
 )
 from edgecpm.ops import kernels
-from edgecpm.runtime.memory import file_mappings, release_file_pages
+from edgecpm.runtime.memory import WeightsMap, file_mappings, release_file_pages
 from edgecpm.runtime.state import State
 
 PROVIDERS = {
@@ -94,9 +94,15 @@ class Engine:
         self.kernel = kernels.choose(recurrent_kernel) if m.operators else None
         self.placement: dict[str, int] | None = None  # provider -> nodes it runs (report_placement)
         wanted = resolve_providers(providers, self.log)
-        before = file_mappings(self.folder / WEIGHTS_FILE)  # other sessions' mappings: never advised
-        self.session = self._open(wanted, threads, report_placement)
-        release_file_pages(self.folder / WEIGHTS_FILE, before)  # repacked at load: the file's pages go back
+        self.weights = WeightsMap.open(self.folder / WEIGHTS_FILE, ort.__version__)  # None: ORT maps it
+        if self.weights is not None:  # our mapping, used in place: its pages go back while the load runs
+            with self.weights.loading():
+                self.session = self._open(wanted, threads, report_placement)
+            self.session.edgecpm_weights = self.weights  # unmapped only after the session (set after _sess)
+        else:
+            before = file_mappings(self.folder / WEIGHTS_FILE)  # other sessions' mappings: never advised
+            self.session = self._open(wanted, threads, report_placement)
+            release_file_pages(self.folder / WEIGHTS_FILE, before)  # repacked at load: the pages go back
         self.providers = self.session.get_providers()
         for p in wanted:  # e.g. a plugin EP (QNN) named in the list, which onnxruntime then ignores
             if p not in self.providers:
@@ -116,6 +122,8 @@ class Engine:
             so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        if self.weights is not None:
+            self.weights.attach(so)
         path = str(self.folder / MODEL_FILE)
         model = self._model(path, so)
         def create(provs: list[str]) -> ort.InferenceSession:

@@ -10,14 +10,24 @@ left alone. Linux (and Android) only; elsewhere nothing happens.
 Only right after a session is made: onnxruntime unmaps an initializer's mapping once it is repacked,
 so during a load an address range read from smaps could already belong to the heap (a watcher
 thread doing this while sessions load corrupted the heap in the native runtime; it is gone).
+
+Better, where onnxruntime can take it (>= 1.32, `session.use_external_initializer_file_buffers_directly`):
+the runtime maps the weights file itself (WeightsMap) and onnxruntime uses that mapping in place. The
+mapping is ours and outlives the session, so its pages can be given back *while* the session loads
+(WeightsMap.loading), and the load no longer holds the file's pages and their repacked copies at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
+import mmap
 import sys
+import threading
 from pathlib import Path
+
+import numpy as np
 
 MADV_DONTNEED = 4
 
@@ -88,3 +98,68 @@ def _libc():
 
 
 _LIBC = _libc() if sys.platform.startswith("linux") else None
+
+
+DIRECT_BUFFERS = "session.use_external_initializer_file_buffers_directly"
+
+
+def _takes_buffers_in_place(version: str) -> bool:
+    """onnxruntime >= 1.32 uses in-memory external data in place with DIRECT_BUFFERS; older ones copy
+    it (a second copy of every weight: worse than letting onnxruntime map the file)."""
+    try:
+        return tuple(int(x) for x in version.split(".")[:2]) >= (1, 32)
+    except ValueError:
+        return False
+
+
+class WeightsMap:
+    """The artifact's weights file mapped read-only by the runtime, handed to onnxruntime to use in
+    place. It must outlive every session made with it: it is unmapped when the last reference goes
+    (the engine hangs it on its session object, whose onnxruntime session is freed first)."""
+
+    def __init__(self, path: Path):
+        self.name = path.name
+        with open(path, "rb") as f:
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.buffer = np.frombuffer(self._map, np.uint8)  # [bytes of the file]
+
+    @classmethod
+    def open(cls, path: str | Path, ort_version: str) -> WeightsMap | None:
+        """The map, or None where onnxruntime would copy it, or the file cannot be mapped (then
+        onnxruntime maps the file itself, as before)."""
+        path = Path(path)
+        if not _takes_buffers_in_place(ort_version) or not path.is_file() or path.stat().st_size == 0:
+            return None
+        try:
+            return cls(path)
+        except (OSError, ValueError):
+            return None
+
+    def attach(self, so) -> None:
+        """Point the session options (onnxruntime.SessionOptions) at this mapping."""
+        so.add_external_initializers_from_files_in_memory([self.name], [self.buffer], [self.buffer.size])
+        so.add_session_config_entry(DIRECT_BUFFERS, "1")
+
+    def release(self) -> int:
+        """Drop the mapping's resident pages (reads fault them back from the file); the bytes advised."""
+        if _LIBC is None or _LIBC.madvise(self.buffer.ctypes.data, self.buffer.size, MADV_DONTNEED) != 0:
+            return 0
+        return self.buffer.size
+
+    @contextlib.contextmanager
+    def loading(self, every: float = 0.01):
+        """While the block runs (a session being made), give the pages back every `every` seconds:
+        repacking reads each page once, so the file's part of the resident set stays a few MB."""
+        done = threading.Event()
+
+        def watch():
+            while not done.wait(every):
+                self.release()
+        t = threading.Thread(target=watch, name="edgecpm-release-pages", daemon=True)
+        t.start()
+        try:
+            yield self
+        finally:
+            done.set()
+            t.join()
+            self.release()

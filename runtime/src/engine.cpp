@@ -143,9 +143,16 @@ void Engine::notice(const EngineOptions& o, const std::string& line) {
 CpuEngine::CpuEngine(const std::string& folder_, const Manifest& m, const EngineOptions& o)
     : Engine(folder_, m, cpu_context(m, o.context), cpu_context(m, o.context)) {
   mem_ = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
-  const FileRanges before = file_ranges(folder + "/" + kWeightsFile);  // other sessions': never advised
-  session_ = open(o);
-  release_file_pages(folder + "/" + kWeightsFile, before);  // repacked at load: the file's pages go back
+  const std::string weights = folder + "/" + kWeightsFile;
+  if (takes_buffers_in_place(Ort::GetVersionString())) weights_ = WeightsMap(weights);
+  if (!weights_.empty()) {  // our mapping, used in place: its pages go back while the load runs
+    ReleaseWhileLoading releasing(weights_);
+    session_ = open(o);
+  } else {
+    const FileRanges before = file_ranges(weights);  // other sessions': never advised
+    session_ = open(o);
+    release_file_pages(weights, before);  // repacked at load: the file's pages go back
+  }
   io_ = Ort::IoBinding(session_);
   logits_.assign(static_cast<size_t>(manifest.vocab_size), 0.f);
   int64_t shape[3] = {1, 1, manifest.vocab_size};
@@ -163,6 +170,12 @@ Ort::Session CpuEngine::open(const EngineOptions& o) {
     so.SetInterOpNumThreads(1);
     so.SetLogSeverityLevel(o.report_placement ? 0 : 3);
     if (o.report_placement) so.AddConfigEntry("session.log_verbosity_level", "1");
+#if !defined(_WIN32)
+    if (!weights_.empty()) {
+      so.AddExternalInitializersFromFilesInMemory({kWeightsFile}, {weights_.data()}, {weights_.size()});
+      so.AddConfigEntry("session.use_external_initializer_file_buffers_directly", "1");
+    }
+#endif
     if (!manifest.operators.empty()) {
       std::string lib = o.ops_library;
       const char* env = std::getenv("EDGECPM_NATIVE_OPS");

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "manifest.h"
+#include "memory.h"
 #include "onnxruntime_cxx_api.h"
 #include "state.h"
 
@@ -65,6 +66,7 @@ class CpuEngine final : public Engine {
 
  private:
   Ort::Session open(const EngineOptions& o);
+  WeightsMap weights_;  // before session_: destroyed after it
   Ort::Session session_{nullptr};
   Ort::IoBinding io_{nullptr};
   Ort::MemoryInfo mem_{nullptr};

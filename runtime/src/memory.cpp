@@ -5,14 +5,19 @@
 // bytes back in from the file. The Python runtime does the same (edgecpm/runtime/memory.py).
 #include "memory.h"
 
+#include <chrono>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <vector>
 
-#if defined(__linux__)
+#if defined(__linux__) || defined(__APPLE__)
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #endif
 
 namespace edgecpm {
@@ -101,6 +106,81 @@ size_t release_file_pages(const std::string& path, const FileRanges& before) {
   (void)before;
   return 0;
 #endif
+}
+
+WeightsMap::WeightsMap(const std::string& path) {
+#if defined(__linux__) || defined(__APPLE__)
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return;
+  struct stat st {};
+  if (fstat(fd, &st) == 0 && st.st_size > 0) {
+    void* p = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p != MAP_FAILED) {
+      data_ = static_cast<char*>(p);
+      size_ = static_cast<size_t>(st.st_size);
+    }
+  }
+  ::close(fd);
+#else
+  (void)path;
+#endif
+}
+
+WeightsMap::~WeightsMap() {
+#if defined(__linux__) || defined(__APPLE__)
+  if (data_) munmap(data_, size_);
+#endif
+}
+
+WeightsMap::WeightsMap(WeightsMap&& o) noexcept : data_(o.data_), size_(o.size_) {
+  o.data_ = nullptr;
+  o.size_ = 0;
+}
+
+WeightsMap& WeightsMap::operator=(WeightsMap&& o) noexcept {
+  if (this != &o) {
+    this->~WeightsMap();
+    data_ = o.data_;
+    size_ = o.size_;
+    o.data_ = nullptr;
+    o.size_ = 0;
+  }
+  return *this;
+}
+
+void WeightsMap::release() const {
+#if defined(__linux__)
+  if (data_) madvise(data_, size_, MADV_DONTNEED);
+#endif
+}
+
+ReleaseWhileLoading::ReleaseWhileLoading(const WeightsMap& map, int every_ms) : map_(map) {
+#if defined(__linux__)
+  if (map_.empty()) return;
+  try {
+    thread_ = std::thread([this, every_ms] {
+      while (!done_.load()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(every_ms));
+        map_.release();
+      }
+    });
+  } catch (...) {  // no thread: the pages go back once, after the load
+  }
+#else
+  (void)every_ms;
+#endif
+}
+
+ReleaseWhileLoading::~ReleaseWhileLoading() {
+  done_.store(true);
+  if (thread_.joinable()) thread_.join();
+  map_.release();
+}
+
+bool takes_buffers_in_place(const std::string& version) {
+  int major = 0, minor = 0;
+  if (std::sscanf(version.c_str(), "%d.%d", &major, &minor) != 2) return false;
+  return major > 1 || (major == 1 && minor >= 32);
 }
 
 }  // namespace edgecpm

@@ -1,8 +1,10 @@
-// Giving back the weights file's pages once onnxruntime has repacked the weights (see memory.cpp).
+// The weights file's pages: given back once onnxruntime has repacked the weights, or while it does.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -20,5 +22,48 @@ FileRanges file_ranges(const std::string& path);
 // mappings was made: mappings of older sessions may be unmapped by another thread at any moment and
 // their range reused by the heap, which MADV_DONTNEED would zero.
 size_t release_file_pages(const std::string& path, const FileRanges& before);
+
+// The weights file mapped read-only by the runtime, for onnxruntime to use in place (onnxruntime >=
+// 1.32 with session.use_external_initializer_file_buffers_directly; older ones copy in-memory data,
+// so the engine maps nothing there). The mapping is ours and outlives the session, so its pages can
+// go back while the session loads. Never throws; empty when the file cannot be mapped.
+class WeightsMap {
+ public:
+  WeightsMap() = default;
+  explicit WeightsMap(const std::string& path);
+  ~WeightsMap();
+  WeightsMap(WeightsMap&& o) noexcept;
+  WeightsMap& operator=(WeightsMap&& o) noexcept;
+  WeightsMap(const WeightsMap&) = delete;
+  WeightsMap& operator=(const WeightsMap&) = delete;
+
+  bool empty() const { return data_ == nullptr; }
+  char* data() const { return data_; }
+  size_t size() const { return size_; }
+  // MADV_DONTNEED on the whole mapping (reads fault the bytes back from the file). Linux only.
+  void release() const;
+
+ private:
+  char* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// While alive, a thread gives the map's pages back every `every_ms` (a session loading from it);
+// the destructor stops it and releases once more.
+class ReleaseWhileLoading {
+ public:
+  explicit ReleaseWhileLoading(const WeightsMap& map, int every_ms = 10);
+  ~ReleaseWhileLoading();
+  ReleaseWhileLoading(const ReleaseWhileLoading&) = delete;
+  ReleaseWhileLoading& operator=(const ReleaseWhileLoading&) = delete;
+
+ private:
+  const WeightsMap& map_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+// True for an onnxruntime version ("1.32.0") that uses in-memory external data in place.
+bool takes_buffers_in_place(const std::string& version);
 
 }  // namespace edgecpm

@@ -5,7 +5,8 @@
 //               [--qnn-library PATH] [--qnn-backend PATH] [--strict] [--placement]
 // Prints the generated text as it streams (--json: one JSON object with text, tokens and stats instead).
 // Notices from the open (a provider fallback) go to stderr, one line each; --placement also prints where
-// the nodes went (and an NPU artifact's context cache) there. --json adds load_ms (the open).
+// the nodes went (and an NPU artifact's context cache) there. --json adds load_ms and load_peak_rss_mb
+// (the open's time, and the process's peak RSS when it returned).
 // --bench: prefill (128, 512 tokens) and decode (64 tokens) tok/s, medians of 3, and peak RSS.
 #include <sys/resource.h>
 
@@ -210,6 +211,8 @@ int main(int argc, char** argv) {
   edgecpm_status st = edgecpm_open(artifact, &oo, &m);
   if (st) return fail(st);
   const double load_ms = (seconds() - t_open) * 1e3;
+  struct rusage ru_load;
+  getrusage(RUSAGE_SELF, &ru_load);
   if (placement) print_placement(m, logged);
   int rc = 0;
   if (do_bench) {
@@ -237,9 +240,10 @@ int main(int argc, char** argv) {
       std::string toks;
       for (size_t i = 0; i < n; ++i) toks += (i ? ", " : "") + std::to_string(ids[i]);
       std::printf("{\"text\": %s, \"tokens\": [%s], \"finish_reason\": \"%s\", \"prompt_tokens\": %d, "
-                  "\"generated_tokens\": %d, \"prefill_tps\": %.2f, \"decode_tps\": %.2f, \"load_ms\": %.1f}\n",
+                  "\"generated_tokens\": %d, \"prefill_tps\": %.2f, \"decode_tps\": %.2f, \"load_ms\": %.1f, "
+                  "\"load_peak_rss_mb\": %.1f}\n",
                   quote(text).c_str(), toks.c_str(), reasons[s.finish_reason & 3], s.prompt_tokens, s.generated_tokens,
-                  s.prefill_tps, s.decode_tps, load_ms);
+                  s.prefill_tps, s.decode_tps, load_ms, ru_load.ru_maxrss / 1024.0);
       edgecpm_free(ids);
     } else {
       std::printf("\n");
