@@ -6,11 +6,11 @@ the rest. Outputs therefore equal a fresh run over the whole conversation.
 
 Exactness: the state is reused only up to the end of the last prefill (`exact_pos`), and at least two
 tokens are always fed. Tokens the model generated were computed one row at a time, on a kernel path
-whose rounding differs from a prefill's (MatMulNBits' one-row kernel quantizes activations
-differently). With `reuse_generated=False` (the server's choice) they are prefilled again with the
-next turn: then the same conversation gives the same logits, token for token, whether its prefix
-came from the cache or not. The default keeps them (interactive chat: the next turn starts at once;
-its output is within kernel rounding of a fresh run, exactly equal on fp32 artifacts).
+whose rounding differs from a prefill's (GroupQueryAttention's one-row path, grown by MatMulNBits' int8
+activations; see Engine.prefill). With `reuse_generated=False` (the server's choice) they are prefilled
+again with the next turn: then the same conversation gives the same logits, token for token, whether its
+prefix came from the cache or not. The default keeps them (interactive chat: the next turn starts at
+once; its output is within kernel rounding of a fresh run, exactly equal on fp32 artifacts).
 """
 
 from __future__ import annotations

@@ -184,10 +184,11 @@ class Engine:
     def prefill(self, tokens, chunk: int = 512) -> np.ndarray:
         """Feed tokens in chunks; return the logits [vocab] after the last one.
 
-        No chunk but a lone token is ever a single row: MatMulNBits' one-row kernel (the decode path)
-        quantizes activations differently from its many-row kernel, so a 1-row last chunk would give
-        other logits than a one-pass prefill (up to 1.6 on the default int4 model). Chunks of >= 2
-        rows reproduce a one-pass prefill exactly, wherever the splits fall."""
+        No chunk but a lone token is ever a single row: GroupQueryAttention's one-row path (the decode
+        step) rounds differently from its many-row path (~1e-7), and MatMulNBits' int8 activations
+        (accuracy_level 4) grow that to up to 1.6 logits on the default int4 model, so a 1-row last
+        chunk would give other logits than a one-pass prefill. Chunks of >= 2 rows reproduce a
+        one-pass prefill exactly, wherever the splits fall."""
         tokens = list(tokens)
         if not tokens:
             raise ValueError("prefill needs at least one token")

@@ -7,8 +7,9 @@ ctx - 1 - ctx/2 positions (255 for ctx 512). No BOS is added unless the tokenize
 case it replaces the first token of every chunk, as llama.cpp does.
 
 path "decode" feeds the unscored first half in one step and then the scored half one token per step
-(the kernels generation runs); "prefill" feeds each chunk in one step (faster; with accuracy_level 4
-MatMulNBits' many-row path quantizes activations differently, so the figures differ a little).
+(the kernels generation runs); "prefill" feeds each chunk in one step (faster; attention's many-row path
+rounds differently, and with accuracy_level 4 MatMulNBits' int8 activations grow that, so the figures
+differ a little).
 Needs only numpy and the runtime.
 """
 
