@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from edgecpm.export.gptq import gptq_quantize, gram, inverse_factor
-from edgecpm.export.quant import dequantize, quantize
+from edgecpm.export.qlinear import exact_f16
+from edgecpm.export.quant import dequantize, on_fp16_grid, quantize
 from edgecpm.export.quant_search import search_quantize
 
 
@@ -51,6 +52,25 @@ def test_blocks_are_in_range_and_padding_is_handled():
         assert wq.shape == w.shape and np.isfinite(wq).all()
         # each value is within a few of its block's steps of the input (the error is spread, not dropped)
         assert np.abs(wq - w).max() < 0.5 * np.abs(w).max()
+
+
+@pytest.mark.parametrize("method", ["search", "gptq"])
+def test_block_mins_are_written_in_fp16(method):
+    """Blocks with a min store m' on the fp16 grid (half the bytes a decode step reads for them)."""
+    w, x = correlated_layer(3, K=256)
+    h = gram(x)
+    qw = (search_quantize(w, 4, 32, np.diag(h) / len(x), True) if method == "search"
+          else gptq_quantize(w, 4, 32, h, True))
+    assert exact_f16(np.ascontiguousarray(qw.m.T)).dtype == np.float16
+    rtn = output_error(w, dequantize(quantize(w, 4, 32, symmetric=False)), h)
+    assert output_error(w, as_float(qw), h) < 0.8 * rtn
+
+
+def test_mins_stay_fp32_where_fp16_would_move_them_by_more_than_a_64th_of_a_step():
+    m = np.array([[0.1234567, 1000.1]], np.float32)
+    d = np.array([[0.01, 1e-4]], np.float32)  # fp16's step at 1000 is 0.5, far more than 1e-4 / 64
+    out = on_fp16_grid(m, d)
+    assert out[0, 0] == np.float16(0.1234567) and out[0, 1] == m[0, 1]
 
 
 def test_inverse_factor_is_the_upper_cholesky_of_the_inverse():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgecpm.export.gguf_blocks import BlockWeight
-from edgecpm.export.quant import QuantizedWeight, _pack, check_recipe
+from edgecpm.export.quant import QuantizedWeight, _pack, check_recipe, on_fp16_grid
 from edgecpm.export.quant_search import _symmetric, _with_min
 
 # Added to H's diagonal, times its mean diagonal. GPTQ's usual 0.01 assumes far more tokens than
@@ -88,7 +88,9 @@ def _block_params(x, imp, sigma2, bits, with_min):
     v = np.sqrt(sigma2[:, None, None] + xb * xb) * imp[None, None, :]  # [N, 1, g]
     if with_min:
         _, d, m = _with_min(xb, v, bits)
-        return d[:, 0], m[:, 0]
+        d, m = d[:, 0], m[:, 0]
+        zero = (1 << (bits - 1)) * d
+        return d, on_fp16_grid(m + zero, d) - zero  # the min that will be stored, so the sweep rounds with it
     _, d = _symmetric(xb, v, bits)
     return d[:, 0], None
 
@@ -163,5 +165,5 @@ def gptq_quantize(w: np.ndarray, bits: int, group: int, h: np.ndarray, with_min:
     Q, D, M = _sweep(Wt, U, imp.astype(np.float32), bits, group, with_min)
     q = Q.reshape(N, kb, group)
     if with_min:
-        return BlockWeight(q, D, (M + (1 << (bits - 1)) * D).astype(np.float32), bits, group, "search")
+        return BlockWeight(q, D, on_fp16_grid(M + (1 << (bits - 1)) * D, D), bits, group, "search")
     return QuantizedWeight(_pack(q, bits), D, None, bits, group, K)

@@ -41,6 +41,16 @@ def check_recipe(bits: int, group: int) -> None:
         raise UserError(f"--q-group-size {group} is not supported; use 32, 64 or 128")
 
 
+def on_fp16_grid(m: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Block mins m' [.., kb] (fp32) moved to the nearest fp16 value where that moves none by more than
+    its block's scale d / 64 (a rounding of the codes is d / 2), else returned as they are. The exporter
+    writes mins that are fp16 values in fp16 (qlinear.exact_f16): half the bytes a decode step reads."""
+    h = m.astype(np.float16).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(h) & (np.abs(h - m) <= np.abs(d) / 64)
+    return np.where(ok, h, m).astype(np.float32)
+
+
 def _pack(q: np.ndarray, bits: int) -> np.ndarray:
     """uint8 values < 2^bits along the last axis -> packed bytes (4-bit: low nibble first)."""
     if bits == 8:

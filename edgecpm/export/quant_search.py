@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgecpm.export.gguf_blocks import BlockWeight
-from edgecpm.export.quant import QuantizedWeight, _pack, check_recipe
+from edgecpm.export.quant import QuantizedWeight, _pack, check_recipe, on_fp16_grid
 
 CHUNK = 512  # rows searched at a time: temporaries stay in cache-sized pieces
 STEPS = np.arange(-4, 5) * 0.1
@@ -120,7 +120,7 @@ def search_quantize(w: np.ndarray, bits: int, group: int, importance: np.ndarray
         v = _weights(x, imp)
         if with_min:
             q, d, m = _with_min(x, v, bits)
-            ms.append(m + (1 << (bits - 1)) * d)  # d q + m = d (q - zero) + m'
+            ms.append(on_fp16_grid(m + (1 << (bits - 1)) * d, d))  # d q + m = d (q - zero) + m'
         else:
             q, d = _symmetric(x, v, bits)
         qs.append(q)
