@@ -5,13 +5,14 @@ import os
 import sys
 import time
 
+import numpy as np
 import pytest
 from native import need_native
 
 from edgecpm.contract import WEIGHTS_FILE
-from edgecpm.runtime import Engine
+from edgecpm.runtime import Engine, memory
 from edgecpm.runtime import engine as engine_module
-from edgecpm.runtime.memory import WeightsMap, release_file_pages
+from edgecpm.runtime.memory import RELEASE_EVERY, WeightsMap, release_file_pages
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
 
@@ -105,6 +106,54 @@ def test_weights_file_pages_are_released_after_load_and_generation_still_exact(c
     e.reset()
     assert (e.prefill(ids) == first).all() and release_file_pages(path) > 0  # pages fault back unchanged
     del raw
+
+
+def _random_steps(step, path, vocab: int, n: int) -> tuple[list, list[int]]:
+    """n one-token steps of random ids; (logits per step, resident bytes of `path` after each)."""
+    rng = np.random.default_rng(1)
+    logits, resident = [], []
+    for _ in range(n):
+        logits.append(step(int(rng.integers(0, vocab))).copy())
+        resident.append(_resident(path))
+    return logits, resident
+
+
+@linux
+def test_pages_a_running_model_mapped_go_back_every_few_tokens_and_logits_stay(carried_default, monkeypatch):
+    """Every RELEASE_EVERY tokens the engine's mapping holds no resident page (each embedding lookup
+    maps a whole page-cache folio, so a chat would hold the whole table), and what faults back gives
+    the same logits as a run that never releases."""
+    path = (carried_default / WEIGHTS_FILE).resolve()
+    e = Engine(carried_default)
+    e.prefill([1, 2, 3])
+    ours, resident = _random_steps(lambda t: e.step([t])[0], path, e.vocab_size, 2 * RELEASE_EVERY)
+    first = RELEASE_EVERY - 3 - 1  # the prefill fed 3: the 29th step reaches 32 tokens
+    assert [i for i, r in enumerate(resident) if r == 0] == [first, first + RELEASE_EVERY], resident
+    monkeypatch.setattr(memory, "RELEASE_EVERY", 10**9)
+    kept = Engine(carried_default)
+    kept.prefill([1, 2, 3])
+    theirs, held = _random_steps(lambda t: kept.step([t])[0], path, e.vocab_size, 2 * RELEASE_EVERY)
+    assert min(held) > 0 and all((a == b).all() for a, b in zip(ours, theirs))
+
+
+@need_native
+@linux
+def test_native_releases_pages_every_few_tokens(carried_default):
+    from native import Model
+
+    path = (carried_default / WEIGHTS_FILE).resolve()
+    m = Model(carried_default)
+    m.feed([1, 2, 3])
+    try:
+        ours, resident = _random_steps(lambda t: m.feed([t]), path, 49152, 2 * RELEASE_EVERY)
+    finally:
+        m.close()
+    first = RELEASE_EVERY - 3 - 1
+    assert [i for i, r in enumerate(resident) if r == 0] == [first, first + RELEASE_EVERY], resident
+    e = Engine(carried_default)  # the same logits as Python's engine (which the test above ties to no release)
+    e.prefill([1, 2, 3])
+    theirs, _ = _random_steps(lambda t: e.step([t])[0], path, e.vocab_size, 2 * RELEASE_EVERY)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(ours, theirs)) < 1e-4
 
 
 @need_native

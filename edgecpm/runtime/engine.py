@@ -178,6 +178,8 @@ class Engine:
         io.bind_output(LOGITS, "cpu")  # [1, n, vocab]: n varies, so ORT allocates it anew
         st.bind_fixed(io)
         self.session.run_with_iobinding(io, self.shrink if S >= 32 else None)
+        if self.weights is not None:
+            self.weights.fed(S)
         st.advance(ids[0])
         return io.get_outputs()[0].numpy()[0]  # [n, vocab]
 

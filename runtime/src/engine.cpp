@@ -271,6 +271,7 @@ const float* CpuEngine::step(const int64_t* ids, size_t n) {
   } catch (const Ort::Exception& e) {
     throw Error(EDGECPM_ERR_RUNTIME, std::string("onnxruntime failed a step: ") + first_line(e.what()));
   }
+  weights_.fed(n);
   state.advance(ids, n);
   return logits_.data();
 }

@@ -132,7 +132,7 @@ WeightsMap::~WeightsMap() {
 #endif
 }
 
-WeightsMap::WeightsMap(WeightsMap&& o) noexcept : data_(o.data_), size_(o.size_) {
+WeightsMap::WeightsMap(WeightsMap&& o) noexcept : data_(o.data_), size_(o.size_), fed_(o.fed_) {
   o.data_ = nullptr;
   o.size_ = 0;
 }
@@ -142,6 +142,7 @@ WeightsMap& WeightsMap::operator=(WeightsMap&& o) noexcept {
     this->~WeightsMap();
     data_ = o.data_;
     size_ = o.size_;
+    fed_ = o.fed_;
     o.data_ = nullptr;
     o.size_ = 0;
   }
@@ -152,6 +153,13 @@ void WeightsMap::release() const {
 #if defined(__linux__)
   if (data_) madvise(data_, size_, MADV_DONTNEED);
 #endif
+}
+
+void WeightsMap::fed(size_t tokens) {
+  fed_ += tokens;
+  if (fed_ < kReleaseEvery) return;
+  fed_ = 0;
+  release();
 }
 
 ReleaseWhileLoading::ReleaseWhileLoading(const WeightsMap& map, int every_ms) : map_(map) {

@@ -42,10 +42,15 @@ class WeightsMap {
   size_t size() const { return size_; }
   // MADV_DONTNEED on the whole mapping (reads fault the bytes back from the file). Linux only.
   void release() const;
+  // Counts tokens a step fed and releases every kReleaseEvery: an embedding lookup maps a whole
+  // page-cache folio (up to 2 MB), so a chat's resident set would grow towards the whole table.
+  void fed(size_t tokens);
+  static constexpr size_t kReleaseEvery = 32;  // as edgecpm/runtime/memory.py RELEASE_EVERY
 
  private:
   char* data_ = nullptr;
   size_t size_ = 0;
+  size_t fed_ = 0;
 };
 
 // While alive, a thread gives the map's pages back every `every_ms` (a session loading from it);
