@@ -63,7 +63,7 @@ def test_weights_map_gives_pages_back_while_a_load_reads_them(tmp_path):
     read_all(False)
     assert _resident(f) > 0.9 * m.buffer.size  # the control: reading keeps every page resident
     assert m.release() == m.buffer.size and _resident(f) < 0.05 * m.buffer.size
-    with m.loading(every=0.001):
+    with m.releasing(every=0.001):
         peak = read_all(True)
     assert peak < 0.5 * m.buffer.size and _resident(f) < 0.05 * m.buffer.size, peak
 

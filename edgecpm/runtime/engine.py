@@ -24,7 +24,7 @@ from edgecpm.contract import (
     load_manifest,
 )
 from edgecpm.ops import kernels
-from edgecpm.runtime.memory import WeightsMap, file_mappings, release_file_pages
+from edgecpm.runtime.memory import RELEASE_EVERY, WeightsMap, file_mappings, release_file_pages
 from edgecpm.runtime.state import State
 
 PROVIDERS = {
@@ -96,7 +96,7 @@ class Engine:
         wanted = resolve_providers(providers, self.log)
         self.weights = WeightsMap.open(self.folder / WEIGHTS_FILE, ort.__version__)  # None: ORT maps it
         if self.weights is not None:  # our mapping, used in place: its pages go back while the load runs
-            with self.weights.loading():
+            with self.weights.releasing():
                 self.session = self._open(wanted, threads, report_placement)
             self.session.edgecpm_weights = self.weights  # unmapped only after the session (set after _sess)
         else:
@@ -177,7 +177,11 @@ class Engine:
         io.bind_cpu_input(LOGITS_INDICES, idx)
         io.bind_output(LOGITS, "cpu")  # [1, n, vocab]: n varies, so ORT allocates it anew
         st.bind_fixed(io)
-        self.session.run_with_iobinding(io, self.shrink if S >= 32 else None)
+        if self.weights is not None and S >= RELEASE_EVERY:
+            with self.weights.releasing():
+                self.session.run_with_iobinding(io, self.shrink)
+        else:
+            self.session.run_with_iobinding(io, self.shrink if S >= 32 else None)
         if self.weights is not None:
             self.weights.fed(S)
         st.advance(ids[0])

@@ -14,7 +14,7 @@ thread doing this while sessions load corrupted the heap in the native runtime; 
 Better, where onnxruntime can take it (>= 1.32, `session.use_external_initializer_file_buffers_directly`):
 the runtime maps the weights file itself (WeightsMap) and onnxruntime uses that mapping in place. The
 mapping is ours and outlives the session, so its pages can be given back *while* the session loads
-(WeightsMap.loading), and the load no longer holds the file's pages and their repacked copies at once.
+(WeightsMap.releasing), and the load no longer holds the file's pages and their repacked copies at once.
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ _LIBC = _libc() if sys.platform.startswith("linux") else None
 
 
 DIRECT_BUFFERS = "session.use_external_initializer_file_buffers_directly"
-RELEASE_EVERY = 32  # tokens fed between two page releases while a model runs (WeightsMap.fed)
+RELEASE_EVERY = 32  # tokens fed between two page releases while a model runs (WeightsMap.fed); steps
+# of this many rows or more also release while they run (WeightsMap.releasing)
 
 
 def _takes_buffers_in_place(version: str) -> bool:
@@ -159,9 +160,10 @@ class WeightsMap:
             self.release()
 
     @contextlib.contextmanager
-    def loading(self, every: float = 0.01):
-        """While the block runs (a session being made), give the pages back every `every` seconds:
-        repacking reads each page once, so the file's part of the resident set stays a few MB."""
+    def releasing(self, every: float = 0.01):
+        """While the block runs, give the pages back every `every` seconds: a session being made
+        (repacking reads each page once) or a many-row step (its rows' embedding lookups map a folio
+        each, ~0.3 GB for 512 random tokens on the 2B shape), so the file's part stays a few MB."""
         done = threading.Event()
 
         def watch():

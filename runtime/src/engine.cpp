@@ -146,7 +146,7 @@ CpuEngine::CpuEngine(const std::string& folder_, const Manifest& m, const Engine
   const std::string weights = folder + "/" + kWeightsFile;
   if (takes_buffers_in_place(Ort::GetVersionString())) weights_ = WeightsMap(weights);
   if (!weights_.empty()) {  // our mapping, used in place: its pages go back while the load runs
-    ReleaseWhileLoading releasing(weights_);
+    ReleasingPages releasing(weights_);
     session_ = open(o);
   } else {
     const FileRanges before = file_ranges(weights);  // other sessions': never advised
@@ -267,7 +267,12 @@ const float* CpuEngine::step(const int64_t* ids, size_t n) {
     io_.BindInput(kTotalSeqLen, v_tot);
     io_.BindInput(kLogitsIndices, v_idx);
     state.bind_fixed(io_);
-    session_.Run(Ort::RunOptions{nullptr}, io_);
+    if (n >= WeightsMap::kReleaseEvery) {
+      ReleasingPages releasing(weights_);
+      session_.Run(Ort::RunOptions{nullptr}, io_);
+    } else {
+      session_.Run(Ort::RunOptions{nullptr}, io_);
+    }
   } catch (const Ort::Exception& e) {
     throw Error(EDGECPM_ERR_RUNTIME, std::string("onnxruntime failed a step: ") + first_line(e.what()));
   }

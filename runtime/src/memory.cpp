@@ -162,7 +162,7 @@ void WeightsMap::fed(size_t tokens) {
   release();
 }
 
-ReleaseWhileLoading::ReleaseWhileLoading(const WeightsMap& map, int every_ms) : map_(map) {
+ReleasingPages::ReleasingPages(const WeightsMap& map, int every_ms) : map_(map) {
 #if defined(__linux__)
   if (map_.empty()) return;
   try {
@@ -179,7 +179,7 @@ ReleaseWhileLoading::ReleaseWhileLoading(const WeightsMap& map, int every_ms) : 
 #endif
 }
 
-ReleaseWhileLoading::~ReleaseWhileLoading() {
+ReleasingPages::~ReleasingPages() {
   done_.store(true);
   if (thread_.joinable()) thread_.join();
   map_.release();

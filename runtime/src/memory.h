@@ -53,14 +53,15 @@ class WeightsMap {
   size_t fed_ = 0;
 };
 
-// While alive, a thread gives the map's pages back every `every_ms` (a session loading from it);
-// the destructor stops it and releases once more.
-class ReleaseWhileLoading {
+// While alive, a thread gives the map's pages back every `every_ms` (a session loading from it, or a
+// step of kReleaseEvery rows or more: each row's embedding lookup maps a folio); the destructor stops
+// it and releases once more.
+class ReleasingPages {
  public:
-  explicit ReleaseWhileLoading(const WeightsMap& map, int every_ms = 10);
-  ~ReleaseWhileLoading();
-  ReleaseWhileLoading(const ReleaseWhileLoading&) = delete;
-  ReleaseWhileLoading& operator=(const ReleaseWhileLoading&) = delete;
+  explicit ReleasingPages(const WeightsMap& map, int every_ms = 10);
+  ~ReleasingPages();
+  ReleasingPages(const ReleasingPages&) = delete;
+  ReleasingPages& operator=(const ReleasingPages&) = delete;
 
  private:
   const WeightsMap& map_;
