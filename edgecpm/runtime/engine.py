@@ -5,6 +5,7 @@ It never looks at the model type: everything it needs comes from the manifest.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -177,10 +178,8 @@ class Engine:
         io.bind_cpu_input(LOGITS_INDICES, idx)
         io.bind_output(LOGITS, "cpu")  # [1, n, vocab]: n varies, so ORT allocates it anew
         st.bind_fixed(io)
-        if self.weights is not None and S >= RELEASE_EVERY:
-            with self.weights.releasing():
-                self.session.run_with_iobinding(io, self.shrink)
-        else:
+        many = self.weights is not None and S >= RELEASE_EVERY  # its lookups map many folios: release meanwhile
+        with self.weights.releasing() if many else contextlib.nullcontext():
             self.session.run_with_iobinding(io, self.shrink if S >= 32 else None)
         if self.weights is not None:
             self.weights.fed(S)
